@@ -1,0 +1,51 @@
+"""Entry point: compose the config, train one SAE per job, keep going when a sweep member fails.
+
+    python launch.py                                   # the offline default (SmolLM2, TopK, local)
+    python launch.py -m sae_arch=relu,topk loss=local  # a sweep
+    python launch.py --help / --cfg job                # what can be set
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from sae_sweeps.config_checks import ConfigError
+from sae_sweeps.run import train
+from sae_sweeps.run_logging import one_line_error, write_failure
+
+log = logging.getLogger("sae_sweeps")
+
+HEADLINE = ("l0", "fvu", "ce_loss_increase", "ce_loss_recovered", "kl", "dead_fraction", "tokens_trained", "train_seconds")
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    if multirun:
+        cfg.sweep_id = hydra_cfg.sweep.dir
+    try:
+        summary = train(cfg, run_dir)
+    except Exception as err:  # one member's failure must not take the sweep (or its results) down
+        write_failure(run_dir, err)
+        message = f"config error: {err}" if isinstance(err, ConfigError) else one_line_error(err)
+        if multirun:
+            log.error("%s failed: %s (details in %s/failure.json)", run_dir, message, run_dir)
+            return None
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2 if isinstance(err, ConfigError) else 1)
+    print(f"\nrun directory: {run_dir}\n  SAE: {run_dir / 'sae'}\n  summary: {run_dir / 'summary.json'}")
+    print("  " + "  ".join(f"{k}={summary[k]:.4g}" for k in HEADLINE))
+    return summary["ce_loss_increase"]
+
+
+if __name__ == "__main__":
+    main()

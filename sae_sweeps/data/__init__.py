@@ -1,0 +1,1 @@
+"""Text, token contexts and activation streams."""

@@ -1,0 +1,69 @@
+"""The metrics of SAE_BRIEF section 4, as small pure functions (tested on hand-computed numbers)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+DENSE_FIRING_FREQUENCY = 0.1
+"""A latent firing on more than this fraction of tokens counts as dense."""
+
+
+def l0(latents_NF: Tensor) -> float:
+    """Mean number of non-zero latents per token."""
+    return (latents_NF != 0).sum(dim=-1).float().mean().item()
+
+
+def fraction_of_variance_unexplained(
+    squared_error_sum: float, sum_D: Tensor, squared_norm_sum: float, n_tokens: int
+) -> float:
+    """sum ||x - x_hat||^2 / sum ||x - mean(x)||^2 from running sums (variance about the mean,
+    not about zero: the latter flatters every SAE on residual streams)."""
+    mean_D = sum_D / n_tokens
+    total_variance = squared_norm_sum - n_tokens * float(mean_D.pow(2).sum())
+    return squared_error_sum / total_variance if total_variance > 0 else math.nan
+
+
+def cross_entropy(log_probs_BTV: Tensor, targets_BT: Tensor) -> Tensor:
+    """Per-position next-token cross-entropy in nats."""
+    return -log_probs_BTV.gather(-1, targets_BT.unsqueeze(-1)).squeeze(-1)
+
+
+def kl_divergence(clean_log_probs_BTV: Tensor, sae_log_probs_BTV: Tensor) -> Tensor:
+    """Per-position KL(P_clean || P_sae) in nats: the direction the e2e paper's code minimises."""
+    return (clean_log_probs_BTV.exp() * (clean_log_probs_BTV - sae_log_probs_BTV)).sum(dim=-1)
+
+
+def ce_loss_increase(ce_loss_sae: float, ce_loss_clean: float) -> float:
+    """How much worse the LM predicts with the SAE spliced in ("delta LM loss")."""
+    return ce_loss_sae - ce_loss_clean
+
+
+def ce_loss_recovered(ce_loss_clean: float, ce_loss_sae: float, ce_loss_zero_ablation: float) -> float:
+    """(CE_zero - CE_sae) / (CE_zero - CE_clean): 1 is perfect, 0 is no better than zeroing."""
+    gap = ce_loss_zero_ablation - ce_loss_clean
+    return (ce_loss_zero_ablation - ce_loss_sae) / gap if gap != 0 else math.nan
+
+
+def dead_fraction(tokens_since_fired_F: Tensor, window_tokens: int) -> float:
+    """Fraction of latents that did not fire in the last `window_tokens` tokens."""
+    return (tokens_since_fired_F >= window_tokens).float().mean().item()
+
+
+def dense_fraction(firing_frequency_F: Tensor) -> float:
+    """Fraction of latents firing on more than 10% of tokens."""
+    return (firing_frequency_F > DENSE_FIRING_FREQUENCY).float().mean().item()
+
+
+def feature_density_histogram(firing_frequency_F: Tensor, n_bins: int = 40, lowest_log10: float = -8.0) -> dict:
+    """Histogram of log10 firing frequencies; latents that never fired are counted separately."""
+    fired = firing_frequency_F[firing_frequency_F > 0]
+    edges = torch.linspace(lowest_log10, 0.0, n_bins + 1)
+    counts = torch.histc(fired.log10().clamp(lowest_log10, 0.0).float().cpu(), bins=n_bins, min=lowest_log10, max=0.0)
+    return {
+        "log10_bin_edges": [round(e, 4) for e in edges.tolist()],
+        "counts": [int(c) for c in counts.tolist()],
+        "never_fired": int((firing_frequency_F == 0).sum()),
+    }

@@ -1,0 +1,181 @@
+"""One training run, from a composed config to a run directory holding summary.json and sae/."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra.utils
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from sae_sweeps.config_checks import check_config, d_sae_for, expected_width
+from sae_sweeps.data.datamodule import SAEData, input_scale_for, loader
+from sae_sweeps.evaluation.evaluator import EvalMetrics, Evaluator
+from sae_sweeps.losses import SAELoss
+from sae_sweeps.models import HookError, HookPoint, LanguageModel
+from sae_sweeps.run_logging import SUMMARY_FILENAME, log_summary_to_wandb, write_json_atomically
+from sae_sweeps.saes import SparseAutoencoder
+from sae_sweeps.saes.io import save_sae
+from sae_sweeps.training.callbacks import PeriodicEvaluation
+from sae_sweeps.training.module import SAETrainingModule
+from sae_sweeps.training.schedules import Schedule
+
+
+def build_sae(cfg: DictConfig, d_in: int) -> SparseAutoencoder:
+    return hydra.utils.instantiate(cfg.sae_arch.module, d_in=d_in, d_sae=d_sae_for(cfg, d_in))
+
+
+def sparsity_value(cfg: DictConfig, sae: SparseAutoencoder) -> float:
+    """The one number that sets this run's sparsity, whichever knob the architecture uses."""
+    return float(cfg.sparsity[sae.sparsity_knob])
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Train and evaluate one SAE; write `summary.json` and `sae/` into `run_dir`; return the summary."""
+    check_config(cfg)
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    model: LanguageModel = hydra.utils.instantiate(cfg.model.loader)
+    hook = HookPoint.parse(cfg.hook.name)
+    model.check_hook(hook)
+    model.to(device_for(cfg))
+    d_in = model.activation_width(hook)
+    if d_in != expected_width(cfg, hook):
+        raise HookError(f"model preset {cfg.model.name}: says width {expected_width(cfg, hook)} but {hook.name} has {d_in}")
+
+    data = SAEData(cfg.data, model)
+    loss: SAELoss = hydra.utils.instantiate(cfg.loss.module)
+    loss.bind(model, hook)
+    sae = build_sae(cfg, d_in)
+    sample_ND = data.sample_activations(hook)
+    input_scale = input_scale_for(sample_ND, cfg.train.input_mean_squared_norm)
+    if cfg.sae_arch.init_b_dec == "mean":
+        sae.initialize_decoder_bias(sample_ND * input_scale)
+    evaluator = Evaluator(model, hook, data.held_out_contexts(), cfg.data.eval_batch_contexts)
+
+    n_steps = data.steps_for_budget(loss.input_kind, cfg.train.tokens, cfg.train.batch_size)
+    module = SAETrainingModule(
+        sae=sae,
+        loss=loss,
+        schedule=Schedule(
+            total_steps=n_steps,
+            lr_warmup_steps=max(1, int(cfg.train.lr_warmup_fraction * n_steps)),
+            lr_final_fraction=cfg.train.lr_final_fraction,
+            sparsity_warmup_steps=int(cfg.sparsity.warmup_fraction * n_steps),
+        ),
+        lr=cfg.train.lr,
+        adam_betas=tuple(cfg.train.adam_betas or sae.default_adam_betas),
+        sparsity_coefficient=cfg.sparsity.coefficient,
+        input_scale=input_scale,
+        dead_window_tokens=dead_window_tokens(cfg),
+    )
+    every = int(cfg.train.eval_every_fraction * n_steps) if cfg.train.eval_every_fraction else 0
+    name = f"{cfg.sae_arch.name}-{cfg.loss.name}-{hook.name}-{sae.sparsity_knob}{sparsity_value(cfg, sae):g}"
+    trainer = make_trainer(cfg, run_dir, name, n_steps, [PeriodicEvaluation(evaluator, every)])
+    stream = data.training_stream(
+        loss.input_kind, hook, cfg.train.batch_size, cfg.train.seed, trainer.global_rank, trainer.world_size
+    )
+    started = time.perf_counter()
+    trainer.fit(module, train_dataloaders=loader(stream))
+    train_seconds = time.perf_counter() - started
+
+    final = evaluator.evaluate(sae, input_scale)
+    summary = build_summary(cfg, run_dir, sae, module, final, train_seconds)
+    if trainer.is_global_zero:
+        save_sae(sae, run_dir / "sae", input_scale, saelens_metadata(cfg, hook))
+        write_json_atomically(run_dir / SUMMARY_FILENAME, summary)
+        for logger in trainer.loggers:
+            logger.log_metrics({f"eval/{k}": v for k, v in final.scalars().items()}, step=trainer.global_step)
+        log_summary_to_wandb(trainer.loggers, summary)
+    return summary
+
+
+def device_for(cfg: DictConfig) -> torch.device:
+    """Where the LM runs: the device Lightning will give this process's SAE."""
+    accelerator = cfg.trainer.accelerator
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+def dead_window_tokens(cfg: DictConfig) -> int:
+    """Latents silent this long count as dead: `train.dead_window_tokens`, or by default a quarter
+    of the budget capped at the 10M tokens of Gao et al."""
+    if cfg.train.dead_window_tokens:
+        return int(cfg.train.dead_window_tokens)
+    return max(1, min(10_000_000, cfg.train.tokens // 4))
+
+
+def make_trainer(cfg: DictConfig, run_dir: Path, name: str, n_steps: int, callbacks: list[L.Callback]) -> L.Trainer:
+    loggers = []
+    if cfg.logger is not None:
+        loggers.append(
+            hydra.utils.instantiate(
+                cfg.logger,
+                save_dir=str(run_dir),
+                run_name=name,
+                run_config=OmegaConf.to_container(cfg, resolve=True),
+                _recursive_=False,  # the run's own config holds _target_ keys that are not for the logger
+                _convert_="all",
+            )
+        )
+    return L.Trainer(
+        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        max_steps=n_steps,
+        logger=loggers or False,
+        callbacks=callbacks,
+        default_root_dir=str(run_dir),
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
+    )
+
+
+def saelens_metadata(cfg: DictConfig, hook: HookPoint) -> dict[str, Any]:
+    return {
+        "model_name": cfg.model.get("hf_name") or cfg.model.name,
+        "hook_name": hook.name,
+        "hook_layer": hook.layer,
+        "context_size": cfg.data.context_size,
+        "prepend_bos": True,
+        "exclude_special_tokens": True,
+        "dataset_path": cfg.data.path or cfg.data.hub_name or f"{cfg.data.package}:{cfg.data.package_glob}",
+    }
+
+
+def build_summary(
+    cfg: DictConfig,
+    run_dir: Path,
+    sae: SparseAutoencoder,
+    module: SAETrainingModule,
+    final: EvalMetrics,
+    train_seconds: float,
+) -> dict[str, Any]:
+    dead = module.dead_fraction()
+    return {
+        "status": "completed",
+        **final.scalars(),
+        "dead_fraction": dead,
+        "alive_latents": round(sae.d_sae * (1 - dead)),
+        "dead_window_tokens": min(dead_window_tokens(cfg), int(module.tokens_trained)),
+        "tokens_trained": int(module.tokens_trained),
+        "train_seconds": round(train_seconds, 3),
+        "model": cfg.model.name,
+        "hook": cfg.hook.name,
+        "hook_layer": HookPoint.parse(cfg.hook.name).layer,
+        "sae_arch": cfg.sae_arch.name,
+        "loss": cfg.loss.name,
+        "sparsity_value": sparsity_value(cfg, sae),
+        "sparsity_coefficient": float(cfg.sparsity.coefficient),
+        "k": int(cfg.sparsity.k) if sae.sparsity_knob == "k" else None,
+        "d_in": sae.d_in,
+        "d_sae": sae.d_sae,
+        "seed": int(cfg.train.seed),
+        "sweep_id": cfg.get("sweep_id"),
+        "run_dir": str(run_dir),
+        "feature_density_histogram": final.feature_density_histogram,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }

@@ -1,0 +1,133 @@
+"""The one interface every SAE architecture implements: encode, decode, and its loss terms.
+
+Shapes: B tokens in a batch, D = d_in (the model's width at the hook), F = d_sae (dictionary size).
+Forward pass (SAE_BRIEF section 1): f = act(W_enc (x - b_dec) + b_enc), x_hat = W_dec^T f + b_dec.
+"""
+
+from __future__ import annotations
+
+import copy
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+
+class SAEOutput(NamedTuple):
+    """What one forward pass of an SAE produces."""
+
+    latents_BF: Tensor
+    """The sparse code f, after the architecture's nonlinearity."""
+    reconstruction_BD: Tensor
+    """x_hat, the decoder's reconstruction of the input."""
+    pre_acts_BF: Tensor
+    """Encoder pre-activations W_enc (x - b_dec) + b_enc (the gate path for Gated SAEs)."""
+
+
+class SparseAutoencoder(nn.Module, ABC):
+    """A dictionary of F features over a D-dimensional activation space.
+
+    Subclasses define the nonlinearity and their own loss terms; the trainer only ever calls
+    `forward`, `sparsity_loss`, `auxiliary_loss` and the decoder-norm maintenance methods.
+    """
+
+    architecture: ClassVar[str]
+    """Our name for the architecture (the `sae_arch` config choice)."""
+    saelens_architecture: ClassVar[str]
+    """The `architecture` value SAELens expects in cfg.json for the saved (inference) form."""
+    sparsity_knob: ClassVar[str] = "coefficient"
+    """Which `sparsity.*` setting controls L0: `coefficient` (a penalty) or `k` (a hard budget)."""
+    default_adam_betas: ClassVar[tuple[float, float]] = (0.9, 0.999)
+    """Adam betas the architecture's paper recommends; `train.adam_betas` overrides them."""
+    activation_unit_params: ClassVar[tuple[str, ...]] = ("b_enc", "b_dec")
+    """Parameters measured in units of the input; they are divided by the input scale when it is folded."""
+
+    def __init__(self, d_in: int, d_sae: int) -> None:
+        super().__init__()
+        self.d_in = d_in
+        self.d_sae = d_sae
+        W_dec_FD = torch.randn(d_sae, d_in)
+        W_dec_FD /= W_dec_FD.norm(dim=1, keepdim=True)
+        self.W_dec = nn.Parameter(W_dec_FD)
+        # Tied at init, untied afterwards: every latent starts as a matched detector/writer pair.
+        self.W_enc = nn.Parameter(W_dec_FD.T.clone().contiguous())
+        self.b_enc = nn.Parameter(torch.zeros(d_sae))
+        self.b_dec = nn.Parameter(torch.zeros(d_in))
+
+    # -- the forward pass -------------------------------------------------------------------
+    def pre_activations(self, x_BD: Tensor) -> Tensor:
+        return (x_BD - self.b_dec) @ self.W_enc + self.b_enc
+
+    @abstractmethod
+    def activation(self, pre_acts_BF: Tensor) -> Tensor:
+        """The architecture's nonlinearity, from pre-activations to the sparse code."""
+
+    def encode(self, x_BD: Tensor) -> Tensor:
+        return self.activation(self.pre_activations(x_BD))
+
+    def decode(self, latents_BF: Tensor) -> Tensor:
+        return latents_BF @ self.W_dec + self.b_dec
+
+    def forward(self, x_BD: Tensor) -> SAEOutput:
+        pre_acts_BF = self.pre_activations(x_BD)
+        latents_BF = self.activation(pre_acts_BF)
+        return SAEOutput(latents_BF, self.decode(latents_BF), pre_acts_BF)
+
+    # -- loss terms (each a per-token mean; the loss multiplies in the coefficients) ---------
+    def sparsity_loss(self, out: SAEOutput) -> Tensor:
+        """The penalty the sparsity coefficient multiplies; zero for hard-budget architectures."""
+        return out.latents_BF.new_zeros(())
+
+    def auxiliary_loss(self, x_BD: Tensor, out: SAEOutput, dead_latents_F: Tensor) -> Tensor:
+        """Extra training terms with their own fixed weights (AuxK, Gated's aux reconstruction...)."""
+        return out.latents_BF.new_zeros(())
+
+    # -- decoder-norm maintenance (rows kept at unit norm throughout training) ---------------
+    def decoder_norms(self) -> Tensor:
+        return self.W_dec.norm(dim=1)
+
+    @torch.no_grad()
+    def normalize_decoder(self) -> None:
+        self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+    @torch.no_grad()
+    def remove_gradient_parallel_to_decoder(self) -> None:
+        """Project out the radial part of each row's gradient, which renormalising would undo."""
+        if self.W_dec.grad is None:
+            return
+        W_dec_FD = self.W_dec / self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        parallel_F = (self.W_dec.grad * W_dec_FD).sum(dim=1, keepdim=True)
+        self.W_dec.grad -= parallel_F * W_dec_FD
+
+    # -- initialisation and export -----------------------------------------------------------
+    @torch.no_grad()
+    def initialize_decoder_bias(self, sample_ND: Tensor) -> None:
+        """Start b_dec at the sample mean so the encoder sees centred inputs from step one."""
+        self.b_dec.copy_(sample_ND.mean(dim=0))
+
+    @torch.no_grad()
+    def fold_input_scale(self, input_scale: float) -> None:
+        """Make an SAE trained on `input_scale * x` take raw x, keeping decoder rows unit norm.
+
+        With positively homogeneous nonlinearities, act(W_enc(s x - b_dec) + b_enc) / s =
+        act(W_enc(x - b_dec/s) + b_enc/s): dividing every input-unit parameter by s gives latents
+        in raw units and a reconstruction of raw x, with W_enc and W_dec unchanged.
+        """
+        for name in self.activation_unit_params:
+            getattr(self, name).div_(input_scale)
+
+    def init_kwargs(self) -> dict[str, Any]:
+        """Constructor arguments that rebuild this SAE (saved in cfg.json for `load_sae`)."""
+        return {"d_in": self.d_in, "d_sae": self.d_sae}
+
+    def saelens_cfg_extras(self) -> dict[str, Any]:
+        """Architecture-specific cfg.json fields SAELens reads (e.g. `k` for TopK)."""
+        return {}
+
+    def inference_form(self) -> SparseAutoencoder:
+        """The SAE as it is saved and evaluated; BatchTopK, for one, becomes a JumpReLU SAE."""
+        return copy.deepcopy(self)
+
+    def extra_repr(self) -> str:
+        return f"d_in={self.d_in}, d_sae={self.d_sae}"

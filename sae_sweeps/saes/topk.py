@@ -1,0 +1,75 @@
+"""TopK SAE (Gao et al. 2024) with the AuxK loss that revives dead latents."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from sae_sweeps.saes.base import SAEOutput, SparseAutoencoder
+
+
+def keep_top_k(pre_acts_BF: Tensor, k: int) -> Tensor:
+    """Zero all but the k largest entries of each row, then ReLU the survivors."""
+    values_BK, indices_BK = pre_acts_BF.topk(k, dim=-1, sorted=False)
+    return torch.zeros_like(pre_acts_BF).scatter_(-1, indices_BK, torch.relu(values_BK))
+
+
+def auxk_loss(
+    x_BD: Tensor,
+    out: SAEOutput,
+    W_dec_FD: Tensor,
+    dead_latents_F: Tensor,
+    aux_k: int,
+) -> Tensor:
+    """||e - e_hat||^2 / Var(x) where e = x - x_hat (detached) and e_hat is decoded from the
+    top `aux_k` dead latents; scaled down by n_dead / aux_k when fewer latents than that are dead."""
+    n_dead = int(dead_latents_F.sum())
+    if n_dead == 0:
+        return x_BD.new_zeros(())
+    k = min(aux_k, n_dead)
+    dead_pre_acts_BF = out.pre_acts_BF.masked_fill(~dead_latents_F, float("-inf"))
+    aux_latents_BF = keep_top_k(dead_pre_acts_BF, k)
+    residual_BD = (x_BD - out.reconstruction_BD).detach()
+    residual_hat_BD = aux_latents_BF @ W_dec_FD
+    total_variance = (x_BD - x_BD.mean(dim=0)).pow(2).sum(dim=-1).mean().clamp_min(1e-12)
+    error = (residual_BD - residual_hat_BD).pow(2).sum(dim=-1).mean()
+    return min(n_dead / aux_k, 1.0) * error / total_variance
+
+
+class TopKSAE(SparseAutoencoder):
+    """Keeps the k largest pre-activations per token: no penalty, k sets L0 directly."""
+
+    architecture: ClassVar[str] = "topk"
+    saelens_architecture: ClassVar[str] = "topk"
+    sparsity_knob: ClassVar[str] = "k"
+
+    def __init__(
+        self,
+        d_in: int,
+        d_sae: int,
+        k: int,
+        aux_k: int | None = None,
+        aux_coefficient: float = 1 / 32,
+    ) -> None:
+        super().__init__(d_in, d_sae)
+        self.k = int(k)
+        self.aux_k = int(aux_k) if aux_k is not None else max(1, d_in // 2)
+        self.aux_coefficient = aux_coefficient
+
+    def activation(self, pre_acts_BF: Tensor) -> Tensor:
+        return keep_top_k(pre_acts_BF, self.k)
+
+    def auxiliary_loss(self, x_BD: Tensor, out: SAEOutput, dead_latents_F: Tensor) -> Tensor:
+        return self.aux_coefficient * auxk_loss(x_BD, out, self.W_dec, dead_latents_F, self.aux_k)
+
+    def init_kwargs(self) -> dict[str, Any]:
+        return super().init_kwargs() | {
+            "k": self.k,
+            "aux_k": self.aux_k,
+            "aux_coefficient": self.aux_coefficient,
+        }
+
+    def saelens_cfg_extras(self) -> dict[str, Any]:
+        return {"k": self.k}

@@ -1,0 +1,46 @@
+"""Running an SAE inside the language model: its reconstruction replaces the activation at the
+hook point on ordinary tokens, while BOS/EOS/padding keep their original activations."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from sae_sweeps.saes import SAEOutput, SparseAutoencoder
+
+
+class Splice(NamedTuple):
+    """The SAE applied to the ordinary-token activations of one batch of contexts."""
+
+    spliced_BTD: Tensor
+    """The hook's activation with the SAE reconstruction written in at ordinary tokens."""
+    sae_input_ND: Tensor
+    """The (scaled) activations the SAE saw: one row per ordinary token."""
+    output: SAEOutput
+    """The SAE's output on those rows, in scaled units."""
+
+
+def splice_sae(sae: SparseAutoencoder, acts_BTD: Tensor, ordinary_BT: Tensor, input_scale: float) -> Splice:
+    """Reconstruct the ordinary tokens' activations; the SAE works on `input_scale * x`."""
+    sae_input_ND = acts_BTD[ordinary_BT] * input_scale
+    output = sae(sae_input_ND)
+    spliced_BTD = acts_BTD.clone()
+    spliced_BTD[ordinary_BT] = output.reconstruction_BD.to(acts_BTD.dtype) / input_scale
+    return Splice(spliced_BTD, sae_input_ND, output)
+
+
+def zero_ablate(acts_BTD: Tensor, ordinary_BT: Tensor) -> Tensor:
+    """The baseline 'no information at this hook' on the same positions the SAE replaces."""
+    return acts_BTD.masked_fill(ordinary_BT.unsqueeze(-1), 0.0)
+
+
+def next_token_mask(ordinary_BT: Tensor) -> Tensor:
+    """[B, T-1]: positions whose own token and next token are both ordinary text."""
+    return ordinary_BT[:, :-1] & ordinary_BT[:, 1:]
+
+
+def next_token_log_probs(logits_BTV: Tensor) -> Tensor:
+    """[B, T-1, V] log-distributions that predict tokens 1..T-1."""
+    return torch.log_softmax(logits_BTV[:, :-1].float(), dim=-1)

@@ -1,0 +1,1 @@
+"""Lightning training of SAEs: the module, its schedules and callbacks."""

@@ -1,0 +1,105 @@
+"""The Lightning module that trains one SAE with any loss: the trainer knows only the interfaces
+`SparseAutoencoder` and `SAELoss`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from sae_sweeps.evaluation import metrics
+from sae_sweeps.losses import SAELoss
+from sae_sweeps.saes import SparseAutoencoder
+from sae_sweeps.training.schedules import Schedule
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
+
+
+class SAETrainingModule(L.LightningModule):
+    """Adam on the SAE's parameters, unit-norm decoder rows, and dead-latent bookkeeping."""
+
+    def __init__(
+        self,
+        sae: SparseAutoencoder,
+        loss: SAELoss,
+        schedule: Schedule,
+        lr: float,
+        adam_betas: tuple[float, float],
+        sparsity_coefficient: float,
+        input_scale: float,
+        dead_window_tokens: int,
+    ) -> None:
+        super().__init__()
+        self.sae, self.loss_fn, self.schedule = sae, loss, schedule
+        self.lr, self.adam_betas = lr, tuple(adam_betas)
+        self.sparsity_coefficient = sparsity_coefficient
+        self.input_scale = float(input_scale)
+        self.dead_window_tokens = dead_window_tokens
+        self.register_buffer("tokens_since_fired_F", torch.zeros(sae.d_sae, dtype=torch.long))
+        self.register_buffer("tokens_trained", torch.zeros((), dtype=torch.long))
+
+    def dead_latents(self) -> Tensor:
+        return self.tokens_since_fired_F >= self.dead_window_tokens
+
+    def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
+        coefficient = self.sparsity_coefficient * self.schedule.sparsity_factor(self.global_step)
+        out = self.loss_fn(self.sae, batch, self.input_scale, coefficient, self.dead_latents())
+        if not torch.isfinite(out.total):
+            raise NonFiniteLossError(
+                f"loss is {out.total.item()} at step {self.global_step} "
+                f"(terms: { {k: round(v.item(), 6) for k, v in out.terms.items()} }); "
+                "lower train.lr or check the data"
+            )
+        n_tokens = self._update_firing_statistics(out.latents_NF)
+        self.log_dict(
+            {
+                "train/loss": out.total.detach(),
+                **{f"train/{name}": value for name, value in out.terms.items()},
+                "train/l0": (out.latents_NF != 0).sum(dim=-1).float().mean(),
+                "train/dead_fraction": self.dead_latents().float().mean(),
+                "train/sparsity_coefficient": coefficient,
+                "train/lr": self.lr * self.schedule.lr_factor(self.global_step),
+                "tokens_trained": self.tokens_trained.float(),
+            },
+            on_step=True,
+            prog_bar=False,
+        )
+        self.log("loss", out.total.detach(), prog_bar=True, logger=False)
+        return out.total
+
+    @torch.no_grad()
+    def _update_firing_statistics(self, latents_NF: Tensor) -> Tensor:
+        """Count tokens since each latent last fired, summed over all data-parallel ranks."""
+        fired_count_F = (latents_NF != 0).sum(dim=0)
+        n_tokens = torch.tensor(len(latents_NF), device=latents_NF.device)
+        fired_count_F = self.trainer.strategy.reduce(fired_count_F, reduce_op="sum")
+        n_tokens = self.trainer.strategy.reduce(n_tokens, reduce_op="sum")
+        self.tokens_since_fired_F += n_tokens.long()
+        self.tokens_since_fired_F[fired_count_F > 0] = 0
+        self.tokens_trained += n_tokens.long()
+        return n_tokens
+
+    def dead_fraction(self) -> float:
+        window = min(self.dead_window_tokens, int(self.tokens_trained))
+        return metrics.dead_fraction(self.tokens_since_fired_F, max(window, 1))
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        self.sae.remove_gradient_parallel_to_decoder()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.sae.normalize_decoder()
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = torch.optim.Adam(self.sae.parameters(), lr=self.lr, betas=self.adam_betas)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.schedule.lr_factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["input_scale"] = self.input_scale
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.input_scale = checkpoint["input_scale"]
