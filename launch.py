@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from sae_sweeps.config_checks import ConfigError
+from sae_sweeps.config_checks import ConfigError, check_group_choices
 from sae_sweeps.run import train
 from sae_sweeps.run_logging import one_line_error, write_failure
 
@@ -48,4 +48,9 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    try:
+        check_group_choices(sys.argv[1:], Path(__file__).parent / "conf")
+    except ConfigError as err:
+        print(f"error: config error: {err}", file=sys.stderr)
+        sys.exit(2)
     main()

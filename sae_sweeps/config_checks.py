@@ -3,6 +3,8 @@ that bad input fails in a second with one line naming the offending key."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from omegaconf import DictConfig
 
 from sae_sweeps.data.text import local_text_files
@@ -58,3 +60,19 @@ def check_config(cfg: DictConfig) -> None:
 def _require(ok: bool, key: str, value: object, problem: str) -> None:
     if not ok:
         raise ConfigError(f"{key}={value} {problem}")
+
+
+def check_group_choices(overrides: list[str], conf_dir: Path) -> None:
+    """Catch `sae_arch=typo` on the command line with one line, before Hydra's longer message.
+
+    Covers sweep lists (`loss=local,e2e`); anything Hydra-specific (`+x=`, `hydra/...`) is left to Hydra.
+    """
+    groups = {p.name for p in conf_dir.iterdir() if p.is_dir()}
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if not sep or key not in groups or any(c in value for c in "()[]{}$"):
+            continue
+        available = sorted(p.stem for p in (conf_dir / key).glob("*.yaml"))
+        for choice in value.split(","):
+            if choice and choice not in available:
+                raise ConfigError(f"{key}={choice} is not an option; available: {', '.join(available)}")

@@ -155,6 +155,7 @@ def build_summary(
     train_seconds: float,
 ) -> dict[str, Any]:
     dead = module.dead_fraction()
+    loss_start, loss_end = module.loss_at_start_and_end()
     return {
         "status": "completed",
         **final.scalars(),
@@ -163,6 +164,8 @@ def build_summary(
         "dead_window_tokens": min(dead_window_tokens(cfg), int(module.tokens_trained)),
         "tokens_trained": int(module.tokens_trained),
         "train_seconds": round(train_seconds, 3),
+        "train_loss_start": loss_start,
+        "train_loss_end": loss_end,
         "model": cfg.model.name,
         "hook": cfg.hook.name,
         "hook_layer": HookPoint.parse(cfg.hook.name).layer,

@@ -41,6 +41,7 @@ class SAETrainingModule(L.LightningModule):
         self.dead_window_tokens = dead_window_tokens
         self.register_buffer("tokens_since_fired_F", torch.zeros(sae.d_sae, dtype=torch.long))
         self.register_buffer("tokens_trained", torch.zeros((), dtype=torch.long))
+        self.loss_history: list[Tensor] = []  # detached, on device: no host sync per step
 
     def dead_latents(self) -> Tensor:
         return self.tokens_since_fired_F >= self.dead_window_tokens
@@ -54,7 +55,8 @@ class SAETrainingModule(L.LightningModule):
                 f"(terms: { {k: round(v.item(), 6) for k, v in out.terms.items()} }); "
                 "lower train.lr or check the data"
             )
-        n_tokens = self._update_firing_statistics(out.latents_NF)
+        self._update_firing_statistics(out.latents_NF)
+        self.loss_history.append(out.total.detach())
         self.log_dict(
             {
                 "train/loss": out.total.detach(),
@@ -72,7 +74,7 @@ class SAETrainingModule(L.LightningModule):
         return out.total
 
     @torch.no_grad()
-    def _update_firing_statistics(self, latents_NF: Tensor) -> Tensor:
+    def _update_firing_statistics(self, latents_NF: Tensor) -> None:
         """Count tokens since each latent last fired, summed over all data-parallel ranks."""
         fired_count_F = (latents_NF != 0).sum(dim=0)
         n_tokens = torch.tensor(len(latents_NF), device=latents_NF.device)
@@ -81,7 +83,14 @@ class SAETrainingModule(L.LightningModule):
         self.tokens_since_fired_F += n_tokens.long()
         self.tokens_since_fired_F[fired_count_F > 0] = 0
         self.tokens_trained += n_tokens.long()
-        return n_tokens
+
+    def loss_at_start_and_end(self) -> tuple[float, float]:
+        """Mean training loss over the first and the last tenth of the steps this process ran."""
+        if not self.loss_history:
+            return float("nan"), float("nan")
+        losses = torch.stack(self.loss_history).float().cpu()
+        tenth = max(1, len(losses) // 10)
+        return losses[:tenth].mean().item(), losses[-tenth:].mean().item()
 
     def dead_fraction(self) -> float:
         window = min(self.dead_window_tokens, int(self.tokens_trained))

@@ -1,0 +1,89 @@
+"""The runs table: one row per run, with the same columns whether the runs come from disk or from wandb."""
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+COMPLETED, FAILED, UNFINISHED = "completed", "failed", "unfinished"
+STATUSES = (COMPLETED, FAILED, UNFINISHED)
+
+RUN_INFO_COLUMNS = ("source", "run", "location", "status", "error", "overrides")
+CHOICE_COLUMNS = (
+    "model", "hook", "hook_layer", "sae_arch", "loss", "sparsity_value", "sparsity_coefficient",
+    "k", "d_in", "d_sae", "seed", "sweep_id",
+)
+METRIC_COLUMNS = (
+    "l0", "fvu", "explained_variance", "ce_loss_clean", "ce_loss_sae", "ce_loss_zero_ablation",
+    "ce_loss_increase", "ce_loss_recovered", "kl", "dead_fraction", "dense_fraction", "alive_latents",
+    "tokens_trained", "train_seconds", "dead_window_tokens", "eval_tokens",
+)
+CONFIG_COLUMN = "config"
+SUMMARY_COLUMNS = CHOICE_COLUMNS + METRIC_COLUMNS
+RUN_COLUMNS = RUN_INFO_COLUMNS + SUMMARY_COLUMNS + (CONFIG_COLUMN,)
+
+TEXT_COLUMNS = frozenset(RUN_INFO_COLUMNS + ("model", "hook", "sae_arch", "loss", "sweep_id"))
+INTEGER_COLUMNS = frozenset(
+    ("hook_layer", "k", "d_in", "d_sae", "seed", "alive_latents", "tokens_trained", "dead_window_tokens", "eval_tokens")
+)
+# Where the resolved config keeps what a summary repeats as flat keys: runs without a summary still say what they were.
+CONFIG_PATHS_OF_COLUMNS = {
+    "model": ("model", "name"),
+    "hook": ("hook", "name"),
+    "hook_layer": ("hook", "layer"),
+    "sae_arch": ("sae_arch", "name"),
+    "loss": ("loss", "name"),
+    "seed": ("train", "seed"),
+    "sweep_id": ("sweep_id",),
+}
+MISSING = object()
+
+
+def run_row(
+    *,
+    source: str,
+    run: str,
+    location: str,
+    status: str,
+    error: str | None,
+    overrides: str | None,
+    summary: Mapping[str, Any],
+    config: dict[str, Any],
+) -> dict[str, Any]:
+    """One row of the runs table; `summary` holds the flat summary keys (empty unless the run completed)."""
+    row = {"source": source, "run": run, "location": location, "status": status, "error": error, "overrides": overrides}
+    row.update({key: summary.get(key) for key in SUMMARY_COLUMNS})
+    for column, path in CONFIG_PATHS_OF_COLUMNS.items():
+        if row[column] is None and (value := config_value(config, path)) is not MISSING:
+            row[column] = value
+    row[CONFIG_COLUMN] = config
+    return row
+
+
+def config_value(config: Any, path: Sequence[str]) -> Any:
+    """The value at a path of keys into a nested config, or MISSING."""
+    for name in path:
+        if not isinstance(config, dict) or name not in config:
+            return MISSING
+        config = config[name]
+    return config
+
+
+def runs_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The runs table built from `run_row` rows, with one dtype per column however the values came."""
+    # Columns are built from object Series so pandas cannot guess dtypes differently from one input to another.
+    return pd.DataFrame(
+        {column: _typed(pd.Series([row[column] for row in rows], dtype=object), column) for column in RUN_COLUMNS}
+    )
+
+
+def _typed(values: pd.Series, column: str) -> pd.Series:
+    if column == CONFIG_COLUMN:
+        return values
+    if column in TEXT_COLUMNS:
+        return values.astype("str")
+    numbers = pd.to_numeric(values, errors="coerce")
+    # Integer columns stay integers (hook_layer 6, not 6.0) unless the producer wrote fractions anyway.
+    if column in INTEGER_COLUMNS and (numbers.dropna() % 1 == 0).all():
+        return numbers.astype("Int64")
+    return numbers.astype("float64")

@@ -1,0 +1,88 @@
+"""Config composition of every group, and every bad input caught before the model loads."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from sae_sweeps.config_checks import ConfigError, check_config, check_group_choices
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+GROUPS = ["model", "hook", "sae_arch", "loss", "sparsity", "data", "trainer", "logger"]
+
+
+def compose_config(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_every_option_of_every_group_composes_and_resolves(group):
+    for option in options(group):
+        extra = ["data.path=/tmp"] if (group, option) == ("data", "local_text") else []
+        extra += ["hook.name=blocks.1.hook_mlp_out"] if (group, option) == ("hook", "custom") else []
+        cfg = compose_config([f"{group}={option}", "model=tiny", *extra] if group != "model" else [f"model={option}"])
+        OmegaConf.resolve(cfg)  # every interpolation resolves
+        assert set(GROUPS) - {"logger"} <= set(cfg.keys())
+
+
+def test_defaults_are_the_offline_topk_run_on_smollm2():
+    cfg = compose_config([])
+    assert (cfg.model.name, cfg.sae_arch.name, cfg.loss.name) == ("smollm2_135m", "topk", "local")
+    assert cfg.hook.name == "blocks.6.hook_resid_pre"
+    check_config(cfg)
+
+
+def test_sparsity_coefficient_defaults_to_the_architectures_value_and_overrides():
+    assert compose_config(["sae_arch=relu"]).sparsity.coefficient == compose_config(["sae_arch=relu"]).sae_arch.default_coefficient
+    assert compose_config(["sae_arch=relu", "sparsity.coefficient=2.5"]).sparsity.coefficient == 2.5
+    assert compose_config(["sparsity.k=7"]).sae_arch.module.k == 7
+
+
+@pytest.mark.parametrize("hook", ["resid_pre", "resid_mid", "resid_post", "mlp_out", "attn_out"])
+def test_hook_presets_follow_the_layer_override(hook):
+    cfg = compose_config([f"hook={hook}", "hook.layer=3"])
+    assert cfg.hook.name == f"blocks.3.hook_{hook}"
+
+
+BAD_INPUTS = {
+    "hook layer out of range": (["model=tiny", "hook.layer=2"], "hook.layer=2"),
+    "hook the model does not have": (["model=tiny", "hook=custom", "hook.name=blocks.0.hook_nonsense"], "hook.name="),
+    "negative coefficient": (["sparsity.coefficient=-0.1"], "sparsity.coefficient=-0.1"),
+    "k larger than the dictionary": (["model=tiny", "sparsity.k=513"], "sparsity.k=513"),
+    "missing data path": (["data.path=/does/not/exist"], "data.path=/does/not/exist"),
+    "budget smaller than one batch": (["train.tokens=100"], "train.tokens=100"),
+    "zero learning rate": (["train.lr=0"], "train.lr=0"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_INPUTS)
+def test_bad_input_is_one_line_naming_the_key(name):
+    overrides, key = BAD_INPUTS[name]
+    with pytest.raises(ConfigError) as err:
+        check_config(compose_config(overrides))
+    assert key in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("override", ["sae_arch=nope", "loss=local,nope", "model=gpt3"])
+def test_unknown_group_option_is_one_line_listing_the_options(override):
+    with pytest.raises(ConfigError) as err:
+        check_group_choices([override], CONF)
+    assert override.split("=")[0] in str(err.value) and "available:" in str(err.value)
+
+
+def test_launch_reports_bad_input_in_one_line_before_loading_the_model(launch):
+    proc = launch(["sae_arch=nope"], check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: config error: sae_arch=nope is not an option; available: {', '.join(options('sae_arch'))}"
+    ]
+    proc = launch(["model=tiny", "sparsity.k=100000", "logger=none"], check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == "error: config error: sparsity.k=100000 is larger than the dictionary (d_sae=512)"
+    assert "Loading weights" not in proc.stderr + proc.stdout  # failed before the model loaded
