@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 from sae_sweeps.config_checks import ConfigError, check_group_choices
 from sae_sweeps.run import train
 from sae_sweeps.run_logging import one_line_error, write_failure
+from sae_sweeps.sweeps import add_sweep_dir
 
 log = logging.getLogger("sae_sweeps")
 
@@ -42,6 +43,8 @@ def main(cfg: DictConfig) -> float | None:
             return None
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2 if isinstance(err, ConfigError) else 1)
+    if not summary:
+        return None  # a non-zero DDP rank: rank 0 reports
     print(f"\nrun directory: {run_dir}\n  SAE: {run_dir / 'sae'}\n  summary: {run_dir / 'summary.json'}")
     print("  " + "  ".join(f"{k}={summary[k]:.4g}" for k in HEADLINE))
     return summary["ce_loss_increase"]
@@ -50,6 +53,7 @@ def main(cfg: DictConfig) -> float | None:
 if __name__ == "__main__":
     try:
         check_group_choices(sys.argv[1:], Path(__file__).parent / "conf")
+        sys.argv = [sys.argv[0], *add_sweep_dir(sys.argv[1:])]
     except ConfigError as err:
         print(f"error: config error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 import hydra.utils
 import lightning as L
 import torch
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
 from sae_sweeps.config_checks import check_config, d_sae_for, expected_width
 from sae_sweeps.data.datamodule import SAEData, input_scale_for, loader
+from sae_sweeps.data.resume import SkipBatches
 from sae_sweeps.evaluation.evaluator import EvalMetrics, Evaluator
 from sae_sweeps.losses import SAELoss
 from sae_sweeps.models import HookError, HookPoint, LanguageModel
@@ -21,8 +24,11 @@ from sae_sweeps.run_logging import SUMMARY_FILENAME, log_summary_to_wandb, write
 from sae_sweeps.saes import SparseAutoencoder
 from sae_sweeps.saes.io import save_sae
 from sae_sweeps.training.callbacks import PeriodicEvaluation
+from sae_sweeps.training.checkpointing import ResumableCheckpoints, resumable_checkpoint
 from sae_sweeps.training.module import SAETrainingModule
 from sae_sweeps.training.schedules import Schedule
+
+log = logging.getLogger(__name__)
 
 
 def build_sae(cfg: DictConfig, d_in: int) -> SparseAutoencoder:
@@ -35,8 +41,16 @@ def sparsity_value(cfg: DictConfig, sae: SparseAutoencoder) -> float:
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Train and evaluate one SAE; write `summary.json` and `sae/` into `run_dir`; return the summary."""
+    """Train and evaluate one SAE; write `summary.json` and `sae/` into `run_dir`; return the summary.
+
+    A run directory that already holds a checkpoint (a requeued or preempted job) resumes from
+    it; with `resume=true`, one that already finished is skipped.
+    """
     check_config(cfg)
+    finished = completed_summary(run_dir)
+    if cfg.resume and finished is not None:
+        log.info("%s already finished: skipping (resume=true)", run_dir)
+        return finished
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     model: LanguageModel = hydra.utils.instantiate(cfg.model.loader)
     hook = HookPoint.parse(cfg.hook.name)
@@ -72,25 +86,47 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         input_scale=input_scale,
         dead_window_tokens=dead_window_tokens(cfg),
     )
-    every = int(cfg.train.eval_every_fraction * n_steps) if cfg.train.eval_every_fraction else 0
+    every_eval = _every(cfg.train.eval_every_fraction, n_steps)
     name = f"{cfg.sae_arch.name}-{cfg.loss.name}-{hook.name}-{sae.sparsity_knob}{sparsity_value(cfg, sae):g}"
-    trainer = make_trainer(cfg, run_dir, name, n_steps, [PeriodicEvaluation(evaluator, every)])
-    stream = data.training_stream(
-        loss.input_kind, hook, cfg.train.batch_size, cfg.train.seed, trainer.global_rank, trainer.world_size
+    callbacks = [
+        PeriodicEvaluation(evaluator, every_eval),
+        ResumableCheckpoints(run_dir, _every(cfg.train.checkpoint_every_fraction, n_steps)),
+    ]
+    trainer = make_trainer(cfg, run_dir, name, n_steps, callbacks)
+    resume_from = resumable_checkpoint(run_dir)
+    ckpt_path, start_step = resume_from if resume_from else (None, 0)
+    if ckpt_path is not None:
+        log.info("resuming %s from step %d (%s)", run_dir, start_step, ckpt_path)
+    stream = SkipBatches(
+        data.training_stream(
+            loss.input_kind, hook, cfg.train.batch_size // trainer.world_size, cfg.train.seed,
+            trainer.global_rank, trainer.world_size,
+        ),
+        start_step,
     )
-    started = time.perf_counter()
-    trainer.fit(module, train_dataloaders=loader(stream))
-    train_seconds = time.perf_counter() - started
-
+    trainer.fit(module, train_dataloaders=loader(stream), ckpt_path=ckpt_path)
+    if not trainer.is_global_zero:
+        return {}  # all ranks hold the same SAE; one evaluates and writes
     final = evaluator.evaluate(sae, input_scale)
-    summary = build_summary(cfg, run_dir, sae, module, final, train_seconds)
-    if trainer.is_global_zero:
-        save_sae(sae, run_dir / "sae", input_scale, saelens_metadata(cfg, hook))
-        write_json_atomically(run_dir / SUMMARY_FILENAME, summary)
-        for logger in trainer.loggers:
-            logger.log_metrics({f"eval/{k}": v for k, v in final.scalars().items()}, step=trainer.global_step)
-        log_summary_to_wandb(trainer.loggers, summary)
+    summary = build_summary(cfg, run_dir, sae, module, final)
+    save_sae(sae, run_dir / "sae", input_scale, saelens_metadata(cfg, hook))
+    write_json_atomically(run_dir / SUMMARY_FILENAME, summary)
+    for logger in trainer.loggers:
+        logger.log_metrics({f"eval/{k}": v for k, v in final.scalars().items()}, step=trainer.global_step)
+    log_summary_to_wandb(trainer.loggers, summary)
     return summary
+
+
+def completed_summary(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / SUMMARY_FILENAME
+    if not path.is_file():
+        return None
+    summary = json.loads(path.read_text())
+    return summary if summary.get("status") == "completed" else None
+
+
+def _every(fraction: float | None, n_steps: int) -> int:
+    return max(1, int(fraction * n_steps)) if fraction else 0
 
 
 def device_for(cfg: DictConfig) -> torch.device:
@@ -122,8 +158,11 @@ def make_trainer(cfg: DictConfig, run_dir: Path, name: str, n_steps: int, callba
                 _convert_="all",
             )
         )
+    # Our checkpoints handle SLURM's warning signal; Lightning's own requeue would race them.
+    plugins = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
     return L.Trainer(
         **OmegaConf.to_container(cfg.trainer, resolve=True),
+        plugins=plugins,
         max_steps=n_steps,
         logger=loggers or False,
         callbacks=callbacks,
@@ -152,7 +191,6 @@ def build_summary(
     sae: SparseAutoencoder,
     module: SAETrainingModule,
     final: EvalMetrics,
-    train_seconds: float,
 ) -> dict[str, Any]:
     dead = module.dead_fraction()
     loss_start, loss_end = module.loss_at_start_and_end()
@@ -163,7 +201,7 @@ def build_summary(
         "alive_latents": round(sae.d_sae * (1 - dead)),
         "dead_window_tokens": min(dead_window_tokens(cfg), int(module.tokens_trained)),
         "tokens_trained": int(module.tokens_trained),
-        "train_seconds": round(train_seconds, 3),
+        "train_seconds": round(module.train_seconds(), 3),
         "train_loss_start": loss_start,
         "train_loss_end": loss_end,
         "model": cfg.model.name,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import lightning as L
@@ -42,6 +43,8 @@ class SAETrainingModule(L.LightningModule):
         self.register_buffer("tokens_since_fired_F", torch.zeros(sae.d_sae, dtype=torch.long))
         self.register_buffer("tokens_trained", torch.zeros((), dtype=torch.long))
         self.loss_history: list[Tensor] = []  # detached, on device: no host sync per step
+        self._seconds_before_resume = 0.0
+        self._started_at: float | None = None
 
     def dead_latents(self) -> Tensor:
         return self.tokens_since_fired_F >= self.dead_window_tokens
@@ -99,7 +102,9 @@ class SAETrainingModule(L.LightningModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         self.sae.remove_gradient_parallel_to_decoder()
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # Part of the step itself, so that no callback (a checkpoint) ever sees unnormalised rows.
         self.sae.normalize_decoder()
 
     def configure_optimizers(self) -> dict[str, Any]:
@@ -107,8 +112,20 @@ class SAETrainingModule(L.LightningModule):
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.schedule.lr_factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def on_train_start(self) -> None:
+        self._started_at = time.perf_counter()
+
+    def train_seconds(self) -> float:
+        """Wall time spent in training steps, summed over every (re)start of the job."""
+        running = time.perf_counter() - self._started_at if self._started_at is not None else 0.0
+        return self._seconds_before_resume + running
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["input_scale"] = self.input_scale
+        checkpoint["train_seconds"] = self.train_seconds()
+        checkpoint["loss_history"] = [loss.cpu() for loss in self.loss_history]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.input_scale = checkpoint["input_scale"]
+        self._seconds_before_resume = checkpoint["train_seconds"]
+        self.loss_history = [loss.to(self.device) for loss in checkpoint["loss_history"]]
