@@ -51,7 +51,6 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if cfg.resume and finished is not None:
         log.info("%s already finished: skipping (resume=true)", run_dir)
         return finished
-    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     model: LanguageModel = hydra.utils.instantiate(cfg.model.loader)
     hook = HookPoint.parse(cfg.hook.name)
     model.check_hook(hook)
@@ -63,6 +62,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     data = SAEData(cfg.data, model)
     loss: SAELoss = hydra.utils.instantiate(cfg.loss.module)
     loss.bind(model, hook)
+    # Seed right before the first random draw, so that nothing before it (a model built on first
+    # use rather than loaded from cache, say) changes the run.
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     sae = build_sae(cfg, d_in)
     sample_ND = data.sample_activations(hook)
     input_scale = input_scale_for(sample_ND, cfg.train.input_mean_squared_norm)

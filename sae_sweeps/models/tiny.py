@@ -53,8 +53,9 @@ def build_tiny_model(
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    torch.manual_seed(seed)
-    model = transformers.AutoModelForCausalLM.from_config(config)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = transformers.AutoModelForCausalLM.from_config(config)
     tmp = out.with_name(out.name + f".tmp{torch.randint(1 << 30, ()).item()}")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
