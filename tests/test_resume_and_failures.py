@@ -20,7 +20,7 @@ from sae_sweeps.sweeps import add_sweep_dir, sweep_key
 from sae_sweeps.training.checkpointing import checkpoint_path, resumable_checkpoint
 from sae_sweeps.training.module import NonFiniteLossError
 
-from conftest import REPO
+from launch_helpers import REPO
 
 TINY = ["model=tiny", "train.tokens=20000", "train.batch_size=512", "logger=none"]
 COMPARED = ("l0", "fvu", "ce_loss_sae", "ce_loss_increase", "kl", "dead_fraction", "dense_fraction",

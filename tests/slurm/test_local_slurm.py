@@ -5,42 +5,17 @@ Start the cluster with ``bash scripts/local_slurm.sh start``; without it these t
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+from slurm_cluster import run_command as _run
+
 pytestmark = pytest.mark.slurm
 
-SKIP_REASON = "no SLURM: run bash scripts/local_slurm.sh start"
 JOB_TIMEOUT_S = 25.0
-
-
-def _run(args: list[str], timeout: float = 15.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def _cluster_usable() -> bool:
-    if any(shutil.which(tool) is None for tool in ("sinfo", "sbatch", "squeue", "scontrol")):
-        return False
-    try:
-        # `scontrol ping` fails at once when slurmctld is down; sinfo would retry for ~10 s
-        ping = _run(["scontrol", "ping"], timeout=10)
-        if "is UP" not in ping.stdout:
-            return False
-        res = _run(["sinfo", "-h", "-o", "%T"], timeout=10)
-    except (subprocess.TimeoutExpired, OSError):
-        return False
-    states = {line.strip().rstrip("*~#!%$@+^-") for line in res.stdout.splitlines()}
-    return res.returncode == 0 and bool(states & {"idle", "mixed", "allocated", "completing"})
-
-
-@pytest.fixture(scope="module")
-def slurm_cluster() -> None:
-    if not _cluster_usable():
-        pytest.skip(SKIP_REASON)
 
 
 def _sbatch(tmp_path: Path, *args: str) -> tuple[str, Path]:

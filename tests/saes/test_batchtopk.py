@@ -1,0 +1,130 @@
+"""BatchTopK and Matryoshka: the batch-level budget in training, the batch-independent threshold
+at inference, the JumpReLU export, and Matryoshka's nested prefix losses."""
+
+import pytest
+import torch
+
+from sae_sweeps.saes.batchtopk import BatchTopKSAE, keep_batch_top_k
+from sae_sweeps.saes.jumprelu import JumpReLUSAE
+from sae_sweeps.saes.matryoshka import MatryoshkaSAE, resolve_prefix_sizes
+from sae_sweeps.saes.topk import TopKSAE
+
+
+def _sae(cls=BatchTopKSAE, **kwargs):
+    torch.manual_seed(0)
+    sae = cls(d_in=16, d_sae=64, k=kwargs.pop("k", 5), **kwargs)
+    sae.b_enc.data += 0.5  # most pre-activations positive, so the batch budget is always filled
+    return sae
+
+
+def test_training_keeps_exactly_k_times_batch_latents_over_the_whole_batch():
+    sae = _sae().train()
+    x = torch.randn(32, 16)
+    latents = sae(x).latents_BF
+    assert int((latents != 0).sum()) == 5 * 32
+    per_token = (latents != 0).sum(dim=-1)
+    assert per_token.float().mean().item() == 5.0 and per_token.min() < per_token.max()  # varies per token
+    # the survivors are the k*B largest pre-activations of the flattened batch
+    pre = sae.pre_activations(x).detach()
+    cutoff = pre.flatten().topk(5 * 32).values.min()
+    assert torch.equal(latents != 0, pre >= cutoff)
+
+
+def test_keep_batch_top_k_never_keeps_negative_pre_activations():
+    pre = -torch.rand(4, 8)
+    pre[0, 0] = 2.0
+    kept = keep_batch_top_k(pre, 3)
+    assert (kept >= 0).all() and int((kept != 0).sum()) == 1
+
+
+def test_threshold_is_an_ema_of_the_smallest_kept_activation():
+    sae = _sae(threshold_decay=0.9).train()
+    x1, x2 = torch.randn(32, 16), torch.randn(32, 16)
+    with torch.no_grad():
+        m1 = sae(x1).latents_BF
+        m1 = m1[m1 > 0].min()
+        assert sae.threshold.item() == pytest.approx(m1.item())  # first batch: set directly
+        m2 = sae(x2).latents_BF
+        m2 = m2[m2 > 0].min()
+    assert sae.threshold.item() == pytest.approx(0.9 * m1.item() + 0.1 * m2.item())
+    assert "threshold" in dict(sae.named_buffers()) and "threshold" not in dict(sae.named_parameters())
+    sae.eval()
+    with torch.no_grad():
+        sae(torch.randn(32, 16))
+    assert sae.threshold.item() == pytest.approx(0.9 * m1.item() + 0.1 * m2.item())  # eval does not update
+
+
+def test_eval_latents_do_not_depend_on_the_batch_split():
+    sae = _sae().train()
+    with torch.no_grad():
+        for _ in range(3):
+            sae(torch.randn(64, 16))
+        sae.eval()
+        x = torch.randn(20, 16)
+        together = sae(x)
+        one_at_a_time = [sae(row[None]) for row in x]
+        pre = sae.pre_activations(x)
+    # the inference rule is z * H(z - threshold) with the one scalar threshold: token by token
+    assert torch.equal(together.latents_BF, pre * (pre > sae.threshold))
+    for i, single in enumerate(one_at_a_time):
+        pre_i = sae.pre_activations(x[i : i + 1]).detach()
+        assert torch.equal(single.latents_BF, pre_i * (pre_i > sae.threshold))
+    # so the batch changes nothing but the last-bit rounding of a 1-row vs a many-row matmul
+    singles = torch.cat([o.latents_BF for o in one_at_a_time])
+    assert torch.equal(together.latents_BF != 0, singles != 0)
+    assert torch.allclose(together.latents_BF, singles, atol=1e-6)
+
+
+@pytest.mark.parametrize("cls", [BatchTopKSAE, MatryoshkaSAE])
+def test_inference_form_is_a_jumprelu_sae_with_the_scalar_threshold_and_identical_outputs(cls):
+    sae = _sae(cls).train()
+    with torch.no_grad():
+        sae(torch.randn(64, 16))
+    exported = sae.inference_form()
+    assert isinstance(exported, JumpReLUSAE) and exported.saelens_architecture == "jumprelu"
+    assert torch.equal(exported.threshold, torch.full((64,), sae.threshold.item()))
+    assert sae.training  # exporting does not change the trained SAE's mode
+    sae.eval()
+    x = torch.randn(16, 16)
+    with torch.no_grad():
+        assert torch.equal(exported(x).latents_BF, sae(x).latents_BF)
+        assert torch.equal(exported(x).reconstruction_BD, sae(x).reconstruction_BD)
+
+
+def test_batchtopk_auxk_is_topk_auxk():
+    sae = _sae(aux_k=4)
+    topk = TopKSAE(d_in=16, d_sae=64, k=5, aux_k=4)
+    topk.load_state_dict({k: v for k, v in sae.state_dict().items() if k in topk.state_dict()})
+    x = torch.randn(32, 16)
+    dead = torch.zeros(64, dtype=torch.bool)
+    dead[::3] = True
+    out = sae(x)
+    assert torch.allclose(sae.auxiliary_loss(x, out, dead), topk.auxiliary_loss(x, out, dead))
+    assert sae.auxiliary_loss(x, out, torch.zeros(64, dtype=torch.bool)).item() == 0.0
+
+
+def test_matryoshka_prefix_sizes_from_fractions_or_absolute_sizes_end_at_d_sae():
+    assert resolve_prefix_sizes(128, prefix_fractions=[1 / 16, 0.25, 1.0]) == [8, 32, 128]
+    assert resolve_prefix_sizes(128, prefix_sizes=[16, 64]) == [16, 64, 128]
+    assert MatryoshkaSAE(16, 64, k=4).prefix_sizes == [4, 8, 16, 32, 64]
+    with pytest.raises(ValueError):
+        resolve_prefix_sizes(128, prefix_sizes=[64, 32])
+    with pytest.raises(ValueError):
+        resolve_prefix_sizes(128, prefix_sizes=[8], prefix_fractions=[0.5])
+
+
+def test_matryoshka_auxiliary_loss_adds_one_reconstruction_term_per_proper_prefix():
+    sae = _sae(MatryoshkaSAE, prefix_sizes=[8, 24])
+    x = torch.randn(32, 16)
+    out = sae(x)
+    no_dead = torch.zeros(64, dtype=torch.bool)
+    f = out.latents_BF
+    expected = sum(
+        (x - (f[:, :m] @ sae.W_dec[:m] + sae.b_dec)).pow(2).sum(-1).mean() for m in (8, 24)
+    )
+    assert torch.allclose(sae.auxiliary_loss(x, out, no_dead), expected, rtol=1e-5)
+    # the full-dictionary term is the loss's own reconstruction: decode(f) uses all 64 latents
+    assert torch.allclose(out.reconstruction_BD, f @ sae.W_dec + sae.b_dec)
+    # latents beyond a prefix get no gradient from that prefix's term
+    sae.prefix_reconstruction_loss(x, f.detach()).backward()
+    assert sae.W_dec.grad[24:].eq(0).all() and sae.W_dec.grad[:24].abs().sum() > 0

@@ -1,0 +1,91 @@
+"""JumpReLU: the straight-through pseudo-derivatives of SAE_BRIEF section 2, on hand-built inputs."""
+
+import pytest
+import torch
+
+from sae_sweeps.saes.jumprelu import JumpReLUSAE, jumprelu, step
+
+EPS = 0.1
+THETA = torch.tensor([0.5, 0.5, 0.5, 0.5, 0.5, 0.5])
+# inside the kernel window |z - theta| < eps/2 (0.46, 0.52, 0.549) and outside it (0.2, 0.56, 0.9)
+Z = torch.tensor([[0.2, 0.46, 0.52, 0.549, 0.56, 0.9]])
+IN_WINDOW = torch.tensor([[0.0, 1.0, 1.0, 1.0, 0.0, 0.0]])
+ABOVE = torch.tensor([[0.0, 0.0, 1.0, 1.0, 1.0, 1.0]])
+
+
+def _grads(fn, z, theta, upstream):
+    z = z.clone().requires_grad_()
+    theta = theta.clone().requires_grad_()
+    out = fn(z, theta, EPS)
+    out.backward(upstream)
+    return out.detach(), z.grad, theta.grad
+
+
+def test_jumprelu_forward_is_z_times_step():
+    out = jumprelu(Z, THETA, EPS)
+    assert torch.equal(out, Z * ABOVE)
+
+
+def test_jumprelu_threshold_gradient_is_minus_theta_over_eps_times_rectangle_kernel():
+    upstream = torch.tensor([[1.0, 2.0, -1.0, 3.0, 5.0, 7.0]])
+    _, _, grad_theta = _grads(jumprelu, Z, THETA, upstream)
+    # d/dtheta = -(theta/eps) K((z - theta)/eps): -5 per unit upstream inside the window, 0 outside
+    expected = -(THETA / EPS) * IN_WINDOW[0] * upstream[0]
+    assert torch.allclose(grad_theta, expected)
+    assert grad_theta[[0, 4, 5]].eq(0).all() and grad_theta[1].item() == pytest.approx(-10.0)
+
+
+def test_jumprelu_gradient_wrt_pre_activations_is_the_plain_mask():
+    upstream = torch.tensor([[1.0, 2.0, -1.0, 3.0, 5.0, 7.0]])
+    _, grad_z, _ = _grads(jumprelu, Z, THETA, upstream)
+    # H(z - theta) times upstream: no straight-through term on z, even inside the window
+    assert torch.equal(grad_z, ABOVE * upstream)
+
+
+def test_step_threshold_gradient_is_minus_one_over_eps_times_rectangle_kernel_and_none_on_z():
+    upstream = torch.tensor([[1.0, 2.0, -1.0, 3.0, 5.0, 7.0]])
+    out, grad_z, grad_theta = _grads(step, Z, THETA, upstream)
+    assert torch.equal(out, ABOVE)
+    assert torch.allclose(grad_theta, -(1 / EPS) * IN_WINDOW[0] * upstream[0])
+    assert torch.equal(grad_z, torch.zeros_like(Z))
+
+
+def test_threshold_gradient_sums_over_the_batch_per_latent():
+    z = torch.tensor([[0.52, 0.1], [0.48, 0.2], [0.9, 0.21]])
+    theta = torch.tensor([0.5, 0.2])
+    _, _, grad_theta = _grads(step, z, theta, torch.ones_like(z))
+    # latent 0: two tokens in its window; latent 1: 0.2 (at theta) and 0.21 in, 0.1 out
+    assert torch.allclose(grad_theta, torch.tensor([-2 / EPS, -2 / EPS]))
+
+
+def test_l0_penalty_is_mean_count_above_threshold_and_trains_only_thresholds():
+    sae = JumpReLUSAE(d_in=4, d_sae=6, bandwidth=EPS)
+    sae.threshold.data = THETA.clone()
+    out = sae(torch.zeros(1, 4))._replace(pre_acts_BF=torch.cat([Z, Z.flip(1)]))
+    loss = sae.sparsity_loss(out)
+    assert loss.item() == pytest.approx(4.0)  # 4 above threshold in each of the two tokens
+    loss.backward()
+    assert torch.allclose(sae.threshold.grad, -(1 / EPS) * (IN_WINDOW[0] + IN_WINDOW[0].flip(0)) / 2)
+    # through a real forward pass, the L0 term sends nothing to the encoder
+    sae.zero_grad()
+    sae.sparsity_loss(sae(torch.randn(8, 4))).backward()
+    assert sae.W_enc.grad.eq(0).all() and sae.b_enc.grad.eq(0).all()
+
+
+def test_target_l0_penalty_is_squared_relative_distance_and_becomes_the_sweep_knob():
+    sae = JumpReLUSAE(d_in=4, d_sae=6, bandwidth=EPS, target_l0=2.0, target_weight=10.0)
+    sae.threshold.data = THETA.clone()
+    out = sae(torch.zeros(1, 4))._replace(pre_acts_BF=Z)
+    # L0 = 4, target 2: 10 * (4/2 - 1)^2
+    assert sae.sparsity_loss(out).item() == pytest.approx(10.0)
+    assert sae.sparsity_knob == "target_l0" and JumpReLUSAE(4, 6).sparsity_knob == "coefficient"
+
+
+def test_thresholds_are_raw_parameters_clamped_at_zero_after_a_step():
+    sae = JumpReLUSAE(d_in=4, d_sae=6)
+    assert [n for n, _ in sae.named_parameters()].count("threshold") == 1
+    assert torch.allclose(sae.threshold, torch.full((6,), 0.001))
+    sae.threshold.data[0] = -0.3
+    sae.normalize_decoder()
+    assert sae.threshold[0].item() == 0.0 and sae.threshold[1].item() == pytest.approx(0.001)
+    assert sae.default_adam_betas == (0.0, 0.999)
