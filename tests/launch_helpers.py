@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -20,3 +21,17 @@ def run_launch(args: list[str], cwd: Path, cache: Path, check: bool = True, time
     if check and proc.returncode != 0:
         raise AssertionError(f"launch.py {' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
+
+
+SUMMARY_KEYS = {
+    "l0", "fvu", "ce_loss_clean", "ce_loss_sae", "ce_loss_zero_ablation", "ce_loss_increase",
+    "ce_loss_recovered", "kl", "dead_fraction", "dense_fraction", "tokens_trained", "train_seconds",
+    "model", "hook", "sae_arch", "loss", "sparsity_value",
+}
+
+
+def assert_complete(summary: dict) -> None:
+    missing = SUMMARY_KEYS - summary.keys()
+    assert not missing, f"summary lacks {missing}"
+    for key in SUMMARY_KEYS - {"model", "hook", "sae_arch", "loss"}:
+        assert isinstance(summary[key], (int, float)) and math.isfinite(summary[key]), key

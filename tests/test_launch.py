@@ -1,23 +1,11 @@
 """launch.py end to end on the tiny model: the user's path, as a subprocess."""
 
 import json
-import math
 
 import pytest
 import torch
 
-SUMMARY_KEYS = {
-    "l0", "fvu", "ce_loss_clean", "ce_loss_sae", "ce_loss_zero_ablation", "ce_loss_increase",
-    "ce_loss_recovered", "kl", "dead_fraction", "dense_fraction", "tokens_trained", "train_seconds",
-    "model", "hook", "sae_arch", "loss", "sparsity_value",
-}
-
-
-def assert_complete(summary: dict) -> None:
-    missing = SUMMARY_KEYS - summary.keys()
-    assert not missing, f"summary lacks {missing}"
-    for key in SUMMARY_KEYS - {"model", "hook", "sae_arch", "loss"}:
-        assert isinstance(summary[key], (int, float)) and math.isfinite(summary[key]), key
+from launch_helpers import assert_complete
 
 
 def test_tiny_run_trains_and_writes_a_complete_summary_and_a_loadable_sae(launch, tmp_path):
