@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sae_sweeps.config_checks import check_config, d_sae_for, expected_width
 from sae_sweeps.data.datamodule import SAEData, input_scale_for, loader
-from sae_sweeps.data.resume import SkipBatches
+from sae_sweeps.data.batch_selection import RankSlice, SkipBatches
 from sae_sweeps.evaluation.evaluator import EvalMetrics, Evaluator
 from sae_sweeps.losses import SAELoss
 from sae_sweeps.models import HookError, HookPoint, LanguageModel
@@ -99,13 +99,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     ckpt_path, start_step = resume_from if resume_from else (None, 0)
     if ckpt_path is not None:
         log.info("resuming %s from step %d (%s)", run_dir, start_step, ckpt_path)
-    stream = SkipBatches(
-        data.training_stream(
-            loss.input_kind, hook, cfg.train.batch_size // trainer.world_size, cfg.train.seed,
-            trainer.global_rank, trainer.world_size,
-        ),
-        start_step,
-    )
+    global_stream = data.training_stream(loss.input_kind, hook, cfg.train.batch_size, cfg.train.seed)
+    stream = RankSlice(SkipBatches(global_stream, start_step), trainer.global_rank, trainer.world_size)
     trainer.fit(module, train_dataloaders=loader(stream), ckpt_path=ckpt_path)
     if not trainer.is_global_zero:
         return {}  # all ranks hold the same SAE; one evaluates and writes

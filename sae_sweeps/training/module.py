@@ -59,7 +59,7 @@ class SAETrainingModule(L.LightningModule):
                 "lower train.lr or check the data"
             )
         self._update_firing_statistics(out.latents_NF)
-        self.loss_history.append(out.total.detach())
+        self.loss_history.append(self.trainer.strategy.reduce(out.total.detach(), reduce_op="mean"))
         self.log_dict(
             {
                 "train/loss": out.total.detach(),

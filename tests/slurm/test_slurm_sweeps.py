@@ -79,3 +79,14 @@ def test_a_failing_member_is_recorded_and_the_other_finishes_on_slurm(slurm_clus
     assert summaries(sweep)["0"]["status"] == "completed"
     failure = json.loads((sweep / "1" / "failure.json").read_text())
     assert failure["error"].startswith("ConfigError: sparsity.k=100000")
+
+
+def test_a_two_task_ddp_job_through_slurm_matches_one_process(slurm_cluster, tmp_path, cache_dir):
+    common = [*TINY, "train.tokens=20000", "sae_arch=relu", "logger=none", "trainer=cpu"]
+    run_launch([*common, f"hydra.run.dir={tmp_path / 'one'}"], tmp_path, cache_dir)
+    run_launch(["-m", *SLURM, *common, "trainer.devices=2", "trainer.strategy=ddp"], tmp_path, cache_dir)
+    one = json.loads((tmp_path / "one" / "summary.json").read_text())
+    (two,) = summaries(only_sweep(tmp_path)).values()
+    assert two["tokens_trained"] == one["tokens_trained"]
+    for key in ("l0", "fvu", "ce_loss_sae", "kl", "dead_fraction", "train_loss_start", "train_loss_end"):
+        assert two[key] == pytest.approx(one[key], rel=1e-4, abs=1e-6), key
