@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -26,6 +27,11 @@ log = logging.getLogger("sae_sweeps")
 HEADLINE = ("l0", "fvu", "ce_loss_increase", "ce_loss_recovered", "kl", "dead_fraction", "tokens_trained", "train_seconds")
 
 
+def global_rank() -> int:
+    """This process's rank in a data-parallel job (torchrun sets RANK, SLURM tasks SLURM_PROCID)."""
+    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0)))
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
@@ -36,7 +42,8 @@ def main(cfg: DictConfig) -> float | None:
     try:
         summary = train(cfg, run_dir)
     except Exception as err:  # one member's failure must not take the sweep (or its results) down
-        write_failure(run_dir, err)
+        if global_rank() == 0:
+            write_failure(run_dir, err)
         message = f"config error: {err}" if isinstance(err, ConfigError) else one_line_error(err)
         if multirun:
             log.error("%s failed: %s (details in %s/failure.json)", run_dir, message, run_dir)
