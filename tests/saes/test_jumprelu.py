@@ -72,13 +72,23 @@ def test_l0_penalty_is_mean_count_above_threshold_and_trains_only_thresholds():
     assert sae.W_enc.grad.eq(0).all() and sae.b_enc.grad.eq(0).all()
 
 
-def test_target_l0_penalty_is_squared_relative_distance_and_becomes_the_sweep_knob():
-    sae = JumpReLUSAE(d_in=4, d_sae=6, bandwidth=EPS, target_l0=2.0, target_weight=10.0)
+def test_target_l0_penalty_is_a_smoothed_absolute_distance_with_bounded_slope():
+    sae = JumpReLUSAE(d_in=4, d_sae=6, bandwidth=EPS, target_l0=2.0, target_weight=10.0, target_smoothing=0.05)
     sae.threshold.data = THETA.clone()
     out = sae(torch.zeros(1, 4))._replace(pre_acts_BF=Z)
-    # L0 = 4, target 2: 10 * (4/2 - 1)^2
-    assert sae.sparsity_loss(out).item() == pytest.approx(10.0)
-    assert sae.sparsity_knob == "target_l0" and JumpReLUSAE(4, 6).sparsity_knob == "coefficient"
+    # L0 = 4, target 2: relative error 1; 10 * 2 * (sqrt(1 + 0.05^2) - 0.05)
+    assert sae.sparsity_loss(out).item() == pytest.approx(20 * ((1 + 0.0025) ** 0.5 - 0.05), rel=1e-6)
+    # d penalty / d L0 = weight * d / sqrt(d^2 + s^2): never above the weight, ~0 at the target
+    l0 = torch.tensor([1.0, 2.0, 2.02, 4.0, 600.0], requires_grad=True)
+    sae.target_penalty(l0).sum().backward()
+    d = l0.detach() / 2 - 1
+    assert torch.allclose(l0.grad, 10 * d / (d**2 + 0.05**2).sqrt())
+    assert l0.grad[1] == 0 and l0.grad[0] < 0 < l0.grad[2] < l0.grad[3] < l0.grad[4] < 10.0
+
+
+def test_target_l0_becomes_the_sweep_knob():
+    assert JumpReLUSAE(4, 6, target_l0=3).sparsity_knob == "target_l0"
+    assert JumpReLUSAE(4, 6).sparsity_knob == "coefficient"
 
 
 def test_thresholds_are_raw_parameters_clamped_at_zero_after_a_step():

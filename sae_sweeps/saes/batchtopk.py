@@ -1,0 +1,98 @@
+"""BatchTopK SAE (Bussmann et al. 2024): the top k*B activations of the whole batch during
+training, one global threshold at inference, exported as a JumpReLU SAE."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from sae_sweeps.saes.base import SAEOutput, SparseAutoencoder
+from sae_sweeps.saes.jumprelu import JumpReLUSAE
+from sae_sweeps.saes.topk import auxk_loss
+
+
+def keep_batch_top_k(pre_acts_BF: Tensor, k: int) -> Tensor:
+    """ReLU, then keep the k * B largest entries of the flattened batch and zero the rest."""
+    acts_BF = torch.relu(pre_acts_BF)
+    flat = acts_BF.flatten()
+    n_keep = min(k * acts_BF.shape[0], flat.numel())
+    values, indices = flat.topk(n_keep, sorted=False)
+    return torch.zeros_like(flat).scatter_(0, indices, values).view_as(acts_BF)
+
+
+def threshold_activation(pre_acts_BF: Tensor, threshold: Tensor) -> Tensor:
+    """z * H(z - threshold): the inference rule, identical to the exported JumpReLU's forward."""
+    return pre_acts_BF * (pre_acts_BF > threshold).to(pre_acts_BF.dtype)
+
+
+class BatchTopKSAE(SparseAutoencoder):
+    """Training: top k*B over the flattened batch (L0 is k on average, varying per token).
+    Evaluation (`eval()`): f = z * H(z - threshold) with one scalar threshold, an EMA of the
+    smallest activation kept in each training batch, so outputs do not depend on the batch.
+    AuxK revives dead latents as for TopK."""
+
+    architecture: ClassVar[str] = "batchtopk"
+    saelens_architecture: ClassVar[str] = "jumprelu"  # its saved (inference) form
+    sparsity_knob: ClassVar[str] = "k"
+    activation_unit_params: ClassVar[tuple[str, ...]] = ("b_enc", "b_dec", "threshold")
+
+    def __init__(
+        self,
+        d_in: int,
+        d_sae: int,
+        k: int,
+        aux_k: int | None = None,
+        aux_coefficient: float = 1 / 32,
+        threshold_decay: float = 0.99,
+    ) -> None:
+        super().__init__(d_in, d_sae)
+        self.k = int(k)
+        self.aux_k = int(aux_k) if aux_k is not None else max(1, d_in // 2)
+        self.aux_coefficient = aux_coefficient
+        self.threshold_decay = float(threshold_decay)
+        self.register_buffer("threshold", torch.zeros(()))
+        self.register_buffer("threshold_updates", torch.zeros((), dtype=torch.long))
+
+    def activation(self, pre_acts_BF: Tensor) -> Tensor:
+        if not self.training:
+            return threshold_activation(pre_acts_BF, self.threshold)
+        latents_BF = keep_batch_top_k(pre_acts_BF, self.k)
+        self._update_threshold(latents_BF)
+        return latents_BF
+
+    @torch.no_grad()
+    def _update_threshold(self, latents_BF: Tensor) -> None:
+        kept = latents_BF[latents_BF > 0]
+        if kept.numel() == 0:
+            return
+        smallest = kept.min().to(self.threshold.dtype)
+        if self.threshold_updates == 0:
+            self.threshold.copy_(smallest)
+        else:
+            self.threshold.lerp_(smallest, 1 - self.threshold_decay)
+        self.threshold_updates += 1
+
+    def auxiliary_loss(self, x_BD: Tensor, out: SAEOutput, dead_latents_F: Tensor) -> Tensor:
+        return self.aux_coefficient * auxk_loss(x_BD, out, self.W_dec, dead_latents_F, self.aux_k)
+
+    def init_kwargs(self) -> dict[str, Any]:
+        return super().init_kwargs() | {
+            "k": self.k,
+            "aux_k": self.aux_k,
+            "aux_coefficient": self.aux_coefficient,
+            "threshold_decay": self.threshold_decay,
+        }
+
+    def inference_form(self) -> JumpReLUSAE:
+        """A JumpReLU SAE whose every latent has the tracked scalar threshold."""
+        exported = JumpReLUSAE(self.d_in, self.d_sae).to(self.W_dec.device)
+        with torch.no_grad():
+            for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+                getattr(exported, name).copy_(getattr(self, name))
+            exported.threshold.fill_(float(self.threshold))
+        return exported.eval()
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, k={self.k}"

@@ -1,0 +1,53 @@
+"""Gated SAE (Rajamanoharan et al. 2024a): a gate decides which latents fire, a magnitude path
+sharing the gate's weights decides how strongly, so the L1 penalty does not shrink magnitudes.
+
+Parameters follow SAELens' gated layout: W_enc (= W_gate), b_gate, r_mag, b_mag, W_dec, b_dec.
+    pi_gate = W_enc (x - b_dec) + b_gate                     f_gate = H(pi_gate)
+    pi_mag  = exp(r_mag) * W_enc (x - b_dec) + b_mag          f_mag  = ReLU(pi_mag)
+    f = f_gate * f_mag
+Since W_enc (x - b_dec) = pi_gate - b_gate, the magnitude path is a function of pi_gate, so the
+architecture fits the base interface: pre-activations are pi_gate (`SAEOutput.pre_acts_BF`).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from sae_sweeps.saes.base import SAEOutput, SparseAutoencoder
+
+
+class GatedSAE(SparseAutoencoder):
+    """Loss terms: sparsity = sum_i ReLU(pi_gate_i) ||W_dec_i|| per token (the coefficient
+    multiplies it); auxiliary = ||x - (ReLU(pi_gate) W_dec + b_dec)||^2 through a detached copy of
+    the decoder, weight 1, which trains the gate to reconstruct on its own. The reconstruction
+    term reaches the gate only through the shared W_enc (H has no gradient)."""
+
+    architecture: ClassVar[str] = "gated"
+    saelens_architecture: ClassVar[str] = "gated"
+    activation_unit_params: ClassVar[tuple[str, ...]] = ("b_gate", "b_mag", "b_dec")
+
+    def __init__(self, d_in: int, d_sae: int) -> None:
+        super().__init__(d_in, d_sae)
+        del self.b_enc  # the gate's bias is b_gate (SAELens' name)
+        self.b_gate = nn.Parameter(torch.zeros(d_sae))
+        self.r_mag = nn.Parameter(torch.zeros(d_sae))
+        self.b_mag = nn.Parameter(torch.zeros(d_sae))
+
+    def pre_activations(self, x_BD: Tensor) -> Tensor:
+        """The gate path pi_gate."""
+        return (x_BD - self.b_dec) @ self.W_enc + self.b_gate
+
+    def activation(self, pre_acts_BF: Tensor) -> Tensor:
+        gate_BF = (pre_acts_BF > 0).to(pre_acts_BF.dtype)
+        magnitude_BF = torch.relu(torch.exp(self.r_mag) * (pre_acts_BF - self.b_gate) + self.b_mag)
+        return gate_BF * magnitude_BF
+
+    def sparsity_loss(self, out: SAEOutput) -> Tensor:
+        return (torch.relu(out.pre_acts_BF) * self.decoder_norms()).sum(dim=-1).mean()
+
+    def auxiliary_loss(self, x_BD: Tensor, out: SAEOutput, dead_latents_F: Tensor) -> Tensor:
+        x_hat_gate_BD = torch.relu(out.pre_acts_BF) @ self.W_dec.detach() + self.b_dec.detach()
+        return (x_BD - x_hat_gate_BD).pow(2).sum(dim=-1).mean()
