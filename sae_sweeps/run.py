@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sae_sweeps.config_checks import check_config, d_sae_for, expected_width
 from sae_sweeps.data.datamodule import SAEData, input_scale_for, loader
-from sae_sweeps.data.batch_selection import RankSlice, SkipBatches
+from sae_sweeps.data.batch_selection import RankSlice
 from sae_sweeps.evaluation.evaluator import EvalMetrics, Evaluator
 from sae_sweeps.losses import SAELoss
 from sae_sweeps.models import HookError, HookPoint, LanguageModel
@@ -73,6 +73,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     evaluator = Evaluator(model, hook, data.held_out_contexts(), cfg.data.eval_batch_contexts)
 
     n_steps = data.steps_for_budget(loss.input_kind, cfg.train.tokens, cfg.train.batch_size)
+    if loss.input_kind == "activations":
+        data.use_activation_cache(cfg, n_steps)  # one LM pass shared by every run with the same activations
     module = SAETrainingModule(
         sae=sae,
         loss=loss,
@@ -99,8 +101,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     ckpt_path, start_step = resume_from if resume_from else (None, 0)
     if ckpt_path is not None:
         log.info("resuming %s from step %d (%s)", run_dir, start_step, ckpt_path)
-    global_stream = data.training_stream(loss.input_kind, hook, cfg.train.batch_size, cfg.train.seed)
-    stream = RankSlice(SkipBatches(global_stream, start_step), trainer.global_rank, trainer.world_size)
+    global_stream = data.training_stream(loss.input_kind, hook, cfg.train.batch_size, cfg.train.seed, start_batch=start_step)
+    stream = RankSlice(global_stream, trainer.global_rank, trainer.world_size)
     trainer.fit(module, train_dataloaders=loader(stream), ckpt_path=ckpt_path)
     if not trainer.is_global_zero:
         return {}  # all ranks hold the same SAE; one evaluates and writes

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from functools import partial
 from itertools import islice
+from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
@@ -13,6 +14,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
 from sae_sweeps.data import text
+from sae_sweeps.data.activation_cache import ActivationCache, CachedActivationStream, StreamBudget, cache_key_fields
 from sae_sweeps.data.streams import ActivationStream, ContextSource, TokenStream
 from sae_sweeps.data.tokens import pack_contexts
 from sae_sweeps.models import HookPoint, LanguageModel
@@ -34,6 +36,23 @@ class SAEData:
     def __init__(self, data: DictConfig, model: LanguageModel) -> None:
         self.cfg, self.model = data, model
         self.dataset = load_text_dataset(data)
+        self.activation_cache_root: Path | None = None  # set by use_activation_cache
+        self.steps: int | None = None
+        self.model_hf_name: str | None = None
+        self.last_cache: ActivationCache | None = None
+
+    def use_activation_cache(self, cfg: DictConfig, n_steps: int) -> None:
+        """Let `training_stream` read local-loss activations from the shared on-disk cache
+        (`data.activation_cache`, default true) at `paths.activation_cache` (default
+        `${paths.cache_dir}/activations`), sized for `n_steps` batches per rank."""
+        if not cfg.data.get("activation_cache", True):
+            self.activation_cache_root = None
+            return
+        paths = cfg.get("paths") or {}
+        root = paths.get("activation_cache") or Path(paths.get("cache_dir") or "~/.cache/sae_sweeps") / "activations"
+        self.activation_cache_root = Path(str(root)).expanduser()
+        self.steps = int(n_steps)
+        self.model_hf_name = cfg.model.get("hf_name")
 
     def contexts(self, held_out: bool):
         docs = text.iter_documents(self.dataset, self.cfg.shuffle_seed, held_out, self.cfg.holdout_every)
@@ -58,14 +77,45 @@ class SAEData:
         return acts_BTD[~self.model.special_token_mask(tokens_BT)].float().clone()
 
     def training_stream(
-        self, input_kind: str, hook: HookPoint, batch_tokens: int, seed: int, rank: int = 0, world_size: int = 1
+        self,
+        input_kind: str,
+        hook: HookPoint,
+        batch_tokens: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        start_batch: int = 0,
     ) -> IterableDataset:
-        if input_kind == "activations":
-            return ActivationStream(
-                self.model, hook, self.training_contexts(), batch_tokens, self.cfg.lm_batch_size,
-                self.cfg.buffer_tokens, seed, rank, world_size,
-            )
-        return TokenStream(self.training_contexts(), self.contexts_per_batch(batch_tokens), rank, world_size)
+        """The batches the loss trains on, from optimiser step `start_batch` on (a resumed run gets
+        exactly the batches the uninterrupted run would have had). Activations come from the
+        activation cache when `use_activation_cache` was called, else from the live LM; token
+        batches (e2e losses) never use the cache."""
+        if input_kind != "activations":
+            return TokenStream(self.training_contexts(), self.contexts_per_batch(batch_tokens), rank, world_size, start_batch)
+        if self.activation_cache_root is not None and self.steps is not None:
+            return self.cached_stream(hook, batch_tokens, seed, rank, world_size, start_batch)
+        return ActivationStream(
+            self.model, hook, self.training_contexts(), batch_tokens, self.cfg.lm_batch_size,
+            self.cfg.buffer_tokens, seed, rank, world_size, start_batch,
+        )
+
+    def activation_cache(self, hook: HookPoint, root: str | Path) -> ActivationCache:
+        fields = cache_key_fields(
+            self.model, hook, self.cfg, str(self.cfg.get("activation_cache_dtype") or "float32"), self.model_hf_name
+        )
+        return ActivationCache(root, fields, self.model, hook, self.training_contexts(), self.cfg.lm_batch_size)
+
+    def cached_stream(
+        self, hook: HookPoint, batch_tokens: int, seed: int, rank: int = 0, world_size: int = 1, start_batch: int = 0
+    ) -> CachedActivationStream:
+        assert self.activation_cache_root is not None and self.steps is not None
+        cache = self.activation_cache(hook, self.activation_cache_root)
+        self.last_cache = cache
+        budget = StreamBudget(self.steps, batch_tokens, self.cfg.buffer_tokens, self.cfg.lm_batch_size, world_size)
+        return CachedActivationStream(
+            cache, budget, batch_tokens, self.cfg.lm_batch_size, self.cfg.buffer_tokens, seed,
+            rank, world_size, start_batch, device=self.model.device,
+        )
 
     def contexts_per_batch(self, batch_tokens: int) -> int:
         return max(1, batch_tokens // self.cfg.context_size)
