@@ -26,6 +26,7 @@ from sae_sweeps.saes.io import save_sae
 from sae_sweeps.training.callbacks import PeriodicEvaluation
 from sae_sweeps.training.checkpointing import ResumableCheckpoints, resumable_checkpoint
 from sae_sweeps.training.module import SAETrainingModule
+from sae_sweeps.training.performance import PerformanceCallback, configure_process
 from sae_sweeps.training.schedules import Schedule
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if cfg.resume and finished is not None:
         log.info("%s already finished: skipping (resume=true)", run_dir)
         return finished
+    configure_process(cfg)  # TF32, threads: before the LM first runs
     model: LanguageModel = hydra.utils.instantiate(cfg.model.loader)
     hook = HookPoint.parse(cfg.hook.name)
     model.check_hook(hook)
@@ -95,6 +97,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     callbacks = [
         PeriodicEvaluation(evaluator, every_eval),
         ResumableCheckpoints(run_dir, _every(cfg.train.checkpoint_every_fraction, n_steps)),
+        PerformanceCallback(cfg),
     ]
     trainer = make_trainer(cfg, run_dir, name, n_steps, callbacks)
     resume_from = resumable_checkpoint(run_dir)
