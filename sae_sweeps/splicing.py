@@ -42,5 +42,7 @@ def next_token_mask(ordinary_BT: Tensor) -> Tensor:
 
 
 def next_token_log_probs(logits_BTV: Tensor) -> Tensor:
-    """[B, T-1, V] log-distributions that predict tokens 1..T-1."""
-    return torch.log_softmax(logits_BTV[:, :-1].float(), dim=-1)
+    """[B, T-1, V] log-distributions that predict tokens 1..T-1, in float32 or wider (float64
+    stays float64, so that gradient checks in double precision are meaningful)."""
+    dtype = torch.promote_types(logits_BTV.dtype, torch.float32)
+    return torch.log_softmax(logits_BTV[:, :-1].to(dtype), dim=-1)

@@ -39,7 +39,7 @@ from sae_sweeps.evaluation.metrics import kl_divergence
 from sae_sweeps.losses.base import LossOutput, SAELoss, architecture_terms, combine
 from sae_sweeps.models import HookPoint, LanguageModel
 from sae_sweeps.saes import SparseAutoencoder
-from sae_sweeps.splicing import Splice, next_token_mask, splice_sae
+from sae_sweeps.splicing import Splice, next_token_log_probs, next_token_mask, splice_sae
 
 
 class E2ELoss(SAELoss):
@@ -152,13 +152,6 @@ class E2EDownstreamLoss(E2ELoss):
         if total is None:  # the hook is in the last block: nothing downstream
             return {"downstream": torch.zeros((), device=ordinary_BT.device)}
         return {"downstream": self.beta / (self.model.n_layers - self.hook.layer) * total}
-
-
-def next_token_log_probs(logits_BTV: Tensor) -> Tensor:
-    """[B, T-1, V] next-token log-distributions, in float32 or wider (float64 stays float64, so
-    that gradient checks in double precision are meaningful)."""
-    dtype = torch.promote_types(logits_BTV.dtype, torch.float32)
-    return torch.log_softmax(logits_BTV[:, :-1].to(dtype), dim=-1)
 
 
 def _capture_hooks(names: list[str], store: dict[str, Tensor]) -> list[tuple[str, object]]:
