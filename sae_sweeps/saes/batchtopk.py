@@ -31,7 +31,12 @@ class BatchTopKSAE(SparseAutoencoder):
     """Training: top k*B over the flattened batch (L0 is k on average, varying per token).
     Evaluation (`eval()`): f = z * H(z - threshold) with one scalar threshold, an EMA of the
     smallest activation kept in each training batch, so outputs do not depend on the batch.
-    AuxK revives dead latents as for TopK."""
+    AuxK revives dead latents as for TopK.
+
+    The EMA's decay warms up as min(threshold_decay, (1 + n) / (10 + n)) after n updates: early
+    batches, whose activations the SAE has since moved away from, are forgotten within ~n/10
+    steps, so short runs do not export a stale threshold (with a fixed 0.99, the first batch
+    still weighs 38% after 100 steps); long runs use threshold_decay itself."""
 
     architecture: ClassVar[str] = "batchtopk"
     saelens_architecture: ClassVar[str] = "jumprelu"  # its saved (inference) form
@@ -68,10 +73,9 @@ class BatchTopKSAE(SparseAutoencoder):
         if kept.numel() == 0:
             return
         smallest = kept.min().to(self.threshold.dtype)
-        if self.threshold_updates == 0:
-            self.threshold.copy_(smallest)
-        else:
-            self.threshold.lerp_(smallest, 1 - self.threshold_decay)
+        n = int(self.threshold_updates)
+        decay = min(self.threshold_decay, (1 + n) / (10 + n)) if n > 0 else 0.0
+        self.threshold.lerp_(smallest, 1 - decay)
         self.threshold_updates += 1
 
     def auxiliary_loss(self, x_BD: Tensor, out: SAEOutput, dead_latents_F: Tensor) -> Tensor:

@@ -37,21 +37,26 @@ def test_keep_batch_top_k_never_keeps_negative_pre_activations():
     assert (kept >= 0).all() and int((kept != 0).sum()) == 1
 
 
-def test_threshold_is_an_ema_of_the_smallest_kept_activation():
+def test_threshold_is_an_ema_of_the_smallest_kept_activation_with_a_warming_up_decay():
     sae = _sae(threshold_decay=0.9).train()
-    x1, x2 = torch.randn(32, 16), torch.randn(32, 16)
+    smallest = []
     with torch.no_grad():
-        m1 = sae(x1).latents_BF
-        m1 = m1[m1 > 0].min()
-        assert sae.threshold.item() == pytest.approx(m1.item())  # first batch: set directly
-        m2 = sae(x2).latents_BF
-        m2 = m2[m2 > 0].min()
-    assert sae.threshold.item() == pytest.approx(0.9 * m1.item() + 0.1 * m2.item())
+        for step in range(30):
+            latents = sae(torch.randn(32, 16)).latents_BF
+            smallest.append(latents[latents > 0].min().item())
+            if step == 0:
+                assert sae.threshold.item() == pytest.approx(smallest[0])  # first batch: set directly
+    expected = smallest[0]
+    for n, m in enumerate(smallest[1:], start=1):
+        decay = min(0.9, (1 + n) / (10 + n))  # 0.18, 0.25, ... then 0.9 from n = 80
+        expected = decay * expected + (1 - decay) * m
+    assert sae.threshold.item() == pytest.approx(expected, rel=1e-5)
+    assert int(sae.threshold_updates) == 30
     assert "threshold" in dict(sae.named_buffers()) and "threshold" not in dict(sae.named_parameters())
     sae.eval()
     with torch.no_grad():
         sae(torch.randn(32, 16))
-    assert sae.threshold.item() == pytest.approx(0.9 * m1.item() + 0.1 * m2.item())  # eval does not update
+    assert sae.threshold.item() == pytest.approx(expected, rel=1e-5)  # eval does not update
 
 
 def test_eval_latents_do_not_depend_on_the_batch_split():

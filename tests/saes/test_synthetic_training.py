@@ -22,7 +22,7 @@ from sae_sweeps.saes.relu import ReLUSAE
 from sae_sweeps.saes.topk import TopKSAE
 
 D, N_FEATURES, D_SAE, K = 32, 64, 128, 4
-STEPS, BATCH, LR = 1000, 256, 1e-2
+STEPS, BATCH, LR = 800, 256, 1e-2
 
 # JumpReLU's kernel bandwidth is in input units, like the pre-activations it straddles: the
 # recipe's 0.001 suits E||x||^2 = 1 at LM widths (a direction's share of x ~ 1/sqrt(d), d in the
@@ -90,7 +90,7 @@ def test_larger_sparsity_coefficient_gives_lower_l0(name):
 def test_jumprelu_target_l0_penalty_lands_near_the_target(target):
     # a price per latent that gives L0 ~3.5 in plain mode, times the default target weight (10);
     # without the penalty L0 is ~40
-    sae, _ = trained("jumprelu", 0.05, 500, target_l0=target)
+    sae, _ = trained("jumprelu", 0.05, 400, target_l0=target)
     l0 = evaluate(sae, data())["l0"]
     assert abs(l0 - target) < 0.25 * target, f"target {target}: L0 {l0:.2f}"
 
