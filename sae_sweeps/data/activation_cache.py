@@ -159,8 +159,10 @@ class StreamBudget:
     """What `n_batches` batches of an `ActivationStream` per rank pull from the context stream.
 
     Replays the shuffle buffer's arithmetic on row counts (no activations, no randomness), so the
-    cache holds exactly the contexts the live stream would have consumed, plus `margin_batches`
-    for the loader's read-ahead.
+    cache holds exactly the contexts the live stream would have consumed, including the one batch
+    Lightning's loader fetches ahead (`margin_batches`). Each buffer refill emits ~buffer_tokens/2
+    tokens at once, so a larger margin can cost a whole refill of extra contexts; reading past
+    the cache is still correct (the stream extends it).
     """
 
     n_batches: int
@@ -168,7 +170,7 @@ class StreamBudget:
     buffer_tokens: int
     lm_batch_size: int
     world_size: int = 1
-    margin_batches: int = 2
+    margin_batches: int = 1
 
     def contexts_needed(self, rows_per_context: Iterable[int]) -> int | None:
         target = self.n_batches + self.margin_batches

@@ -253,3 +253,16 @@ def test_bfloat16_storage_halves_the_cache_and_stays_close(small_data, tmp_path)
     assert a.dtype == b.dtype == torch.float32
     torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-2)
     assert reader.manifest["bytes"] < 0.6 * full.manifest["bytes"]
+
+
+def test_budget_equals_the_contexts_the_live_stream_reads(small_data, tiny_model):
+    """StreamBudget replays the buffer on row counts: the cache needs exactly the LM batches the
+    live stream runs for n batches plus the loader's one read-ahead."""
+    stream = ActivationStream(tiny_model, HOOK, small_data.training_contexts(), BATCH, LM_BATCH, BUFFER, seed=0)
+    chunks = []
+    original = stream.activations
+    stream.activations = lambda tokens: chunks.append(len(tokens)) or original(tokens)
+    take(stream, N_BATCHES + 1)
+    rows = (int((~tiny_model.special_token_mask(c)).sum()) for c in small_data.training_contexts()())
+    needed = budget().contexts_needed(rows)
+    assert needed is not None and -(-needed // LM_BATCH) * LM_BATCH == sum(chunks)
