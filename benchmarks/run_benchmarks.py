@@ -59,7 +59,7 @@ def sae_steps(args: argparse.Namespace) -> list[dict]:
 
     archs = available_architectures()
     if args.quick:
-        archs = [a for a in archs if a in ("topk", "topk_sparse", "jumprelu", "jumprelu_fused")]
+        archs = [a for a in archs if a in ("topk", "topk_sparse", "jumprelu")]
     configs = [(a, 0.0) for a in archs] + ([] if args.quick else [("topk", 0.1), ("topk_sparse", 0.1)])
     results = []
     for arch, dead in configs:

@@ -7,17 +7,9 @@ projection, Adam, decoder renormalisation, firing statistics. Cost model (SAE_BR
 10 * d_model * d_sae FLOPs per token; efficiency = that / the measured FLOP/s of a
 [batch x d_model] @ [d_model x d_sae] matmul (same dtype, same timing basis). Architectures:
 
-  topk            TopKSAE as it is (dense decode)
-  topk_sparse     TopK with sparse decode (sae_sweeps/saes/sparse_decode.py)
-  topk+bdec       dense TopK with the b_dec fix (below)
-  jumprelu        JumpReLUSAE as it is (if sae_sweeps/saes/jumprelu.py exists)
-  jumprelu+bdec   JumpReLU with the b_dec fix
-  jumprelu_fused  JumpReLU with one lean autograd Function for (f, L0) + the b_dec fix (fast_jumprelu.py)
-  relu, batchtopk the other architectures, as they are
-
-"+bdec": `pre = x @ W_enc + (b_enc - b_dec @ W_enc)` instead of `(x - b_dec) @ W_enc + b_enc`.
-Same function; but autograd no longer computes the [B, D] gradient of (x - b_dec) with a
-B x d_sae x D matmul just to sum it into b_dec's gradient: 5 big matmuls per step instead of 6.
+  topk            TopKSAE with dense decoding
+  topk_sparse     TopK with sparse decoding (sae_sweeps/saes/sparse_decode.py, the CPU default)
+  jumprelu, relu, batchtopk   the other architectures
 """
 
 from __future__ import annotations
@@ -36,65 +28,34 @@ from sae_sweeps.losses.local import LocalLoss  # noqa: E402
 from sae_sweeps.saes.base import SparseAutoencoder  # noqa: E402
 
 
-def _with_bdec_fix(cls: type[SparseAutoencoder]) -> type[SparseAutoencoder]:
-    class Fixed(cls):  # type: ignore[misc, valid-type]
-        def pre_activations(self, x_BD: torch.Tensor) -> torch.Tensor:
-            return torch.addmm(self.b_enc - self.b_dec @ self.W_enc, x_BD, self.W_enc)
-
-    Fixed.__name__ = f"{cls.__name__}BdecFix"
-    return Fixed
-
-
 def available_architectures() -> list[str]:
-    names = ["topk", "topk_sparse", "topk+bdec", "relu"]
-    try:
-        import sae_sweeps.saes.jumprelu  # noqa: F401
-
-        names += ["jumprelu", "jumprelu+bdec", "jumprelu_fused"]
-    except ImportError:
-        pass
-    try:
-        import sae_sweeps.saes.batchtopk  # noqa: F401
-
-        names.append("batchtopk")
-    except ImportError:
-        pass
-    return names
+    return ["topk", "topk_sparse", "relu", "jumprelu", "batchtopk"]
 
 
 def build(arch: str, d: int, n: int, k: int) -> tuple[SparseAutoencoder, float]:
     """The SAE and the sparsity coefficient its loss uses."""
-    base, _, variant = arch.partition("+")
-    if base in ("topk", "topk_sparse"):
+    if arch in ("topk", "topk_sparse"):
         from sae_sweeps.saes.topk import TopKSAE
 
-        if base == "topk_sparse":
+        if arch == "topk_sparse":
             from sae_sweeps.saes.sparse_decode import SparseTopKSAE
 
             return SparseTopKSAE(d, n, k=k, sparse_decode=True), 0.0
         cls, coef, kwargs = TopKSAE, 0.0, {"k": k}
-    elif base == "jumprelu_fused":
-        from fast_jumprelu import FusedJumpReLUSAE
-
-        cls, coef, kwargs = FusedJumpReLUSAE, 0.003, {}
-    elif base == "jumprelu":
+    elif arch == "jumprelu":
         from sae_sweeps.saes.jumprelu import JumpReLUSAE
 
         cls, coef, kwargs = JumpReLUSAE, 0.003, {}
-    elif base == "relu":
+    elif arch == "relu":
         from sae_sweeps.saes.relu import ReLUSAE
 
         cls, coef, kwargs = ReLUSAE, 5.0, {}
-    elif base == "batchtopk":
+    elif arch == "batchtopk":
         from sae_sweeps.saes.batchtopk import BatchTopKSAE
 
         cls, coef, kwargs = BatchTopKSAE, 0.0, {"k": k}
     else:
         raise SystemExit(f"unknown --arch {arch}; one of {available_architectures()}")
-    if variant == "bdec":
-        cls = _with_bdec_fix(cls)
-    elif variant:
-        raise SystemExit(f"unknown variant +{variant}")
     return cls(d, n, **kwargs), coef
 
 
@@ -140,10 +101,7 @@ def bench(args: argparse.Namespace) -> dict:
         optimizer.step()
         sae.normalize_decoder()
         with torch.no_grad():  # what the module's firing statistics cost, without a host sync
-            fired = getattr(sae, "fired_F", None)
-            if fired is None:
-                fired = (out.latents_NF != 0).sum(dim=0)
-            tokens_since_fired.add_(B).masked_fill_(fired > 0, 0)
+            tokens_since_fired.add_(B).masked_fill_(out.firing_counts_F > 0, 0)
 
     reset_peak_memory(device)
     t = timeit(step, device, repeats=args.repeats, warmup=args.warmup)

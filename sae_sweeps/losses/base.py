@@ -22,8 +22,10 @@ class LossOutput(NamedTuple):
     """The scalar the optimiser minimises."""
     terms: dict[str, Tensor]
     """Each weighted component of `total`, detached, for logging."""
-    latents_NF: Tensor
-    """The SAE's code on the batch's ordinary tokens (for L0 and dead-latent statistics)."""
+    firing_counts_F: Tensor
+    """How many of the batch's ordinary tokens each latent fired on (L0, dead-latent statistics)."""
+    n_tokens: int
+    """How many ordinary tokens the SAE encoded in this batch."""
 
 
 class SAELoss(ABC):
@@ -61,6 +63,7 @@ def architecture_terms(
     }
 
 
-def combine(terms: dict[str, Tensor], latents_NF: Tensor) -> LossOutput:
+def combine(terms: dict[str, Tensor], out: SAEOutput) -> LossOutput:
     total = sum(terms.values())
-    return LossOutput(total, {k: v.detach() for k, v in terms.items()}, latents_NF.detach())
+    n_tokens = out.latents_BF.numel() // out.latents_BF.shape[-1]
+    return LossOutput(total, {k: v.detach() for k, v in terms.items()}, out.firing_counts_F.detach(), n_tokens)

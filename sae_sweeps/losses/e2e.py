@@ -112,7 +112,7 @@ class E2ELoss(SAELoss):
         terms = {"kl": self.kl_coefficient * kl}
         terms |= self.extra_terms(clean, spliced, ordinary_BT, input_scale)
         terms |= architecture_terms(sae, splice.sae_input_ND, splice.output, sparsity_coefficient, dead_latents_F)
-        return combine(terms, splice.output.latents_BF)
+        return combine(terms, splice.output)
 
     def extra_terms(
         self, clean: dict[str, Tensor], spliced: dict[str, Tensor], ordinary_BT: Tensor, input_scale: float

@@ -28,4 +28,4 @@ class LocalLoss(SAELoss):
         out = sae(x_ND)
         terms = {"reconstruction": (x_ND - out.reconstruction_BD).pow(2).sum(dim=-1).mean()}
         terms |= architecture_terms(sae, x_ND, out, sparsity_coefficient, dead_latents_F)
-        return combine(terms, out.latents_BF)
+        return combine(terms, out)

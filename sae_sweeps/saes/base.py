@@ -23,6 +23,14 @@ class SAEOutput(NamedTuple):
     """x_hat, the decoder's reconstruction of the input."""
     pre_acts_BF: Tensor
     """Encoder pre-activations W_enc (x - b_dec) + b_enc (the gate path for Gated SAEs)."""
+    firing_counts_F: Tensor
+    """How many of the batch's tokens each latent fired on (for L0 and dead-latent statistics);
+    JumpReLU's is differentiable in the thresholds, which its L0 penalty needs."""
+
+
+def firing_counts(latents_BF: Tensor) -> Tensor:
+    """How many tokens each latent is non-zero on."""
+    return (latents_BF != 0).reshape(-1, latents_BF.shape[-1]).sum(dim=0)
 
 
 class SparseAutoencoder(nn.Module, ABC):
@@ -56,8 +64,13 @@ class SparseAutoencoder(nn.Module, ABC):
         self.b_dec = nn.Parameter(torch.zeros(d_in))
 
     # -- the forward pass -------------------------------------------------------------------
+    def encoder_bias(self) -> Tensor:
+        return self.b_enc
+
     def pre_activations(self, x_BD: Tensor) -> Tensor:
-        return (x_BD - self.b_dec) @ self.W_enc + self.b_enc
+        # W_enc (x - b_dec) + b_enc with b_dec moved into the bias: the same function, but
+        # autograd no longer spends a [B, F] x [F, D] matmul on the gradient of x - b_dec.
+        return x_BD @ self.W_enc + (self.encoder_bias() - self.b_dec @ self.W_enc)
 
     @abstractmethod
     def activation(self, pre_acts_BF: Tensor) -> Tensor:
@@ -72,7 +85,7 @@ class SparseAutoencoder(nn.Module, ABC):
     def forward(self, x_BD: Tensor) -> SAEOutput:
         pre_acts_BF = self.pre_activations(x_BD)
         latents_BF = self.activation(pre_acts_BF)
-        return SAEOutput(latents_BF, self.decode(latents_BF), pre_acts_BF)
+        return SAEOutput(latents_BF, self.decode(latents_BF), pre_acts_BF, firing_counts(latents_BF))
 
     # -- loss terms (each a per-token mean; the loss multiplies in the coefficients) ---------
     def sparsity_loss(self, out: SAEOutput) -> Tensor:

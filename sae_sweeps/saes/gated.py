@@ -36,9 +36,9 @@ class GatedSAE(SparseAutoencoder):
         self.r_mag = nn.Parameter(torch.zeros(d_sae))
         self.b_mag = nn.Parameter(torch.zeros(d_sae))
 
-    def pre_activations(self, x_BD: Tensor) -> Tensor:
-        """The gate path pi_gate."""
-        return (x_BD - self.b_dec) @ self.W_enc + self.b_gate
+    def encoder_bias(self) -> Tensor:
+        """The gate path's: pre-activations are pi_gate."""
+        return self.b_gate
 
     def activation(self, pre_acts_BF: Tensor) -> Tensor:
         gate_BF = (pre_acts_BF > 0).to(pre_acts_BF.dtype)

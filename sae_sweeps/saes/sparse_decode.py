@@ -176,13 +176,15 @@ class SparseTopK(torch.autograd.Function):
 
 
 def sparse_topk_forward(sae: TopKSAE, x_BD: Tensor) -> SAEOutput:
-    """`TopKSAE.forward` with sparse decoding; the dense code is still returned (for L0 and
-    dead-latent statistics), built from the k values per token."""
+    """`TopKSAE.forward` with sparse decoding; the dense code is still returned (the evaluator and
+    the e2e splice read it), built from the k values per token."""
     recon_BD, pre_BF, values_BK, indices_BK = SparseTopK.apply(
         x_BD, sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec, sae.k
     )
     latents_BF = torch.zeros_like(pre_BF).scatter(-1, indices_BK, values_BK)
-    return SAEOutput(latents_BF, recon_BD, pre_BF)
+    # Counted from the k indices per token, not by a scan of the dense code.
+    firing_counts_F = torch.bincount(indices_BK[values_BK > 0], minlength=sae.d_sae)
+    return SAEOutput(latents_BF, recon_BD, pre_BF, firing_counts_F)
 
 
 class SparseTopKSAE(TopKSAE):

@@ -58,34 +58,37 @@ class SAETrainingModule(L.LightningModule):
                 f"(terms: { {k: round(v.item(), 6) for k, v in out.terms.items()} }); "
                 "lower train.lr or check the data"
             )
-        self._update_firing_statistics(out.latents_NF)
+        self._update_firing_statistics(out.firing_counts_F, out.n_tokens)
         self.loss_history.append(self.trainer.strategy.reduce(out.total.detach(), reduce_op="mean"))
-        self.log_dict(
-            {
-                "train/loss": out.total.detach(),
-                **{f"train/{name}": value for name, value in out.terms.items()},
-                "train/l0": (out.latents_NF != 0).sum(dim=-1).float().mean(),
-                "train/dead_fraction": self.dead_latents().float().mean(),
-                "train/sparsity_coefficient": coefficient,
-                "train/lr": self.lr * self.schedule.lr_factor(self.global_step),
-                "tokens_trained": self.tokens_trained.float(),
-            },
-            on_step=True,
-            prog_bar=False,
-        )
-        self.log("loss", out.total.detach(), prog_bar=True, logger=False)
+        # Lightning's bookkeeping of each self.log call costs ~0.3 ms even on steps that write
+        # nothing (docs/benchmarks.md), so only logging steps log.
+        if self.global_step % self.trainer.log_every_n_steps == 0:
+            self.log_dict(
+                {
+                    "train/loss": out.total.detach(),
+                    **{f"train/{name}": value for name, value in out.terms.items()},
+                    "train/l0": out.firing_counts_F.sum() / out.n_tokens,
+                    "train/dead_fraction": self.dead_latents().float().mean(),
+                    "train/sparsity_coefficient": coefficient,
+                    "train/lr": self.lr * self.schedule.lr_factor(self.global_step),
+                    "tokens_trained": self.tokens_trained.float(),
+                },
+                on_step=True,
+                prog_bar=False,
+            )
+            self.log("loss", out.total.detach(), prog_bar=True, logger=False)
         return out.total
 
     @torch.no_grad()
-    def _update_firing_statistics(self, latents_NF: Tensor) -> None:
+    def _update_firing_statistics(self, firing_counts_F: Tensor, n_tokens: int) -> None:
         """Count tokens since each latent last fired, summed over all data-parallel ranks."""
-        fired_count_F = (latents_NF != 0).sum(dim=0)
-        n_tokens = torch.tensor(len(latents_NF), device=latents_NF.device)
-        fired_count_F = self.trainer.strategy.reduce(fired_count_F, reduce_op="sum")
-        n_tokens = self.trainer.strategy.reduce(n_tokens, reduce_op="sum")
-        self.tokens_since_fired_F += n_tokens.long()
-        self.tokens_since_fired_F[fired_count_F > 0] = 0
-        self.tokens_trained += n_tokens.long()
+        # reduce() all-reduces in place under DDP: give it copies
+        fired_count_F = self.trainer.strategy.reduce(firing_counts_F.clone(), reduce_op="sum")
+        n_tokens_all = self.trainer.strategy.reduce(
+            torch.tensor(n_tokens, device=firing_counts_F.device), reduce_op="sum"
+        ).long()
+        self.tokens_since_fired_F.add_(n_tokens_all).masked_fill_(fired_count_F > 0, 0)
+        self.tokens_trained += n_tokens_all
 
     def loss_at_start_and_end(self) -> tuple[float, float]:
         """Mean training loss over the first and the last tenth of the steps this process ran."""

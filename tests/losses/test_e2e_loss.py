@@ -244,7 +244,7 @@ def test_every_architecture_trains_end_to_end(make_tokens, small_lm, arch):
         assert torch.isfinite(out.total)
         assert {"kl", "sparsity", "auxiliary"} <= out.terms.keys()
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in sae.parameters())
-        assert out.latents_NF.shape[1] == sae.d_sae
+        assert out.firing_counts_F.shape == (sae.d_sae,)
 
 
 def test_topk_auxiliary_term_is_included(make_tokens, small_lm):

@@ -117,10 +117,9 @@ def train(
         optimizer.step()
         scheduler.step()
         sae.normalize_decoder()
-        fired_F = (out.latents_NF != 0).any(dim=0)
         tokens_since_fired_F += batch_size
-        tokens_since_fired_F[fired_F] = 0
-        l0s.append(float((out.latents_NF != 0).sum(dim=-1).float().mean()))
+        tokens_since_fired_F[out.firing_counts_F > 0] = 0
+        l0s.append(float(out.firing_counts_F.sum()) / out.n_tokens)
     return l0s
 
 

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from sae_sweeps.saes.jumprelu import JumpReLUSAE, jumprelu, step
+from sae_sweeps.saes.base import SAEOutput
+from sae_sweeps.saes.jumprelu import JumpReLUSAE, JumpReLUWithCounts
 
 EPS = 0.1
 THETA = torch.tensor([0.5, 0.5, 0.5, 0.5, 0.5, 0.5])
@@ -11,6 +12,21 @@ THETA = torch.tensor([0.5, 0.5, 0.5, 0.5, 0.5, 0.5])
 Z = torch.tensor([[0.2, 0.46, 0.52, 0.549, 0.56, 0.9]])
 IN_WINDOW = torch.tensor([[0.0, 1.0, 1.0, 1.0, 0.0, 0.0]])
 ABOVE = torch.tensor([[0.0, 0.0, 1.0, 1.0, 1.0, 1.0]])
+
+
+def jumprelu(z, theta, eps):
+    return JumpReLUWithCounts.apply(z, theta, eps)[0]
+
+
+def counts(z, theta, eps):
+    """sum_b H(z_b - theta): the firing counts, through which the L0 penalty trains theta."""
+    return JumpReLUWithCounts.apply(z, theta, eps)[1]
+
+
+def output_on(sae, pre_acts_BF):
+    """The SAE's output for given pre-activations (as if its encoder had produced them)."""
+    latents_BF, counts_F = JumpReLUWithCounts.apply(pre_acts_BF, sae.threshold, sae.bandwidth)
+    return SAEOutput(latents_BF, sae.decode(latents_BF), pre_acts_BF, counts_F)
 
 
 def _grads(fn, z, theta, upstream):
@@ -42,27 +58,38 @@ def test_jumprelu_gradient_wrt_pre_activations_is_the_plain_mask():
     assert torch.equal(grad_z, ABOVE * upstream)
 
 
-def test_step_threshold_gradient_is_minus_one_over_eps_times_rectangle_kernel_and_none_on_z():
-    upstream = torch.tensor([[1.0, 2.0, -1.0, 3.0, 5.0, 7.0]])
-    out, grad_z, grad_theta = _grads(step, Z, THETA, upstream)
-    assert torch.equal(out, ABOVE)
-    assert torch.allclose(grad_theta, -(1 / EPS) * IN_WINDOW[0] * upstream[0])
-    assert torch.equal(grad_z, torch.zeros_like(Z))
+def test_count_threshold_gradient_is_minus_one_over_eps_times_rectangle_kernel_and_none_on_z():
+    upstream = torch.tensor([1.0, 2.0, -1.0, 3.0, 5.0, 7.0])
+    out, grad_z, grad_theta = _grads(counts, Z, THETA, upstream)
+    assert torch.equal(out, ABOVE[0])
+    assert torch.allclose(grad_theta, -(1 / EPS) * IN_WINDOW[0] * upstream)
+    assert grad_z is None or torch.equal(grad_z, torch.zeros_like(Z))
 
 
 def test_threshold_gradient_sums_over_the_batch_per_latent():
     z = torch.tensor([[0.52, 0.1], [0.48, 0.2], [0.9, 0.21]])
     theta = torch.tensor([0.5, 0.2])
-    _, _, grad_theta = _grads(step, z, theta, torch.ones_like(z))
+    out, _, grad_theta = _grads(counts, z, theta, torch.ones(2))
+    assert torch.equal(out, torch.tensor([2.0, 1.0]))
     # latent 0: two tokens in its window; latent 1: 0.2 (at theta) and 0.21 in, 0.1 out
     assert torch.allclose(grad_theta, torch.tensor([-2 / EPS, -2 / EPS]))
+
+
+def test_both_outputs_together_add_their_threshold_gradients():
+    """One Function computes f and the counts; backward through both sums the two formulas."""
+    up_f = torch.tensor([[1.0, 2.0, -1.0, 3.0, 5.0, 7.0]])
+    up_n = torch.tensor([0.5, 1.0, 2.0, -1.0, 1.0, 1.0])
+    theta = THETA.clone().requires_grad_()
+    f, n = JumpReLUWithCounts.apply(Z, theta, EPS)
+    ((f * up_f).sum() + (n * up_n).sum()).backward()
+    expected = -(THETA / EPS) * IN_WINDOW[0] * up_f[0] - (1 / EPS) * IN_WINDOW[0] * up_n
+    assert torch.allclose(theta.grad, expected)
 
 
 def test_l0_penalty_is_mean_count_above_threshold_and_trains_only_thresholds():
     sae = JumpReLUSAE(d_in=4, d_sae=6, bandwidth=EPS)
     sae.threshold.data = THETA.clone()
-    out = sae(torch.zeros(1, 4))._replace(pre_acts_BF=torch.cat([Z, Z.flip(1)]))
-    loss = sae.sparsity_loss(out)
+    loss = sae.sparsity_loss(output_on(sae, torch.cat([Z, Z.flip(1)])))
     assert loss.item() == pytest.approx(4.0)  # 4 above threshold in each of the two tokens
     loss.backward()
     assert torch.allclose(sae.threshold.grad, -(1 / EPS) * (IN_WINDOW[0] + IN_WINDOW[0].flip(0)) / 2)
@@ -75,7 +102,7 @@ def test_l0_penalty_is_mean_count_above_threshold_and_trains_only_thresholds():
 def test_target_l0_penalty_is_a_smoothed_absolute_distance_with_bounded_slope():
     sae = JumpReLUSAE(d_in=4, d_sae=6, bandwidth=EPS, target_l0=2.0, target_weight=10.0, target_smoothing=0.05)
     sae.threshold.data = THETA.clone()
-    out = sae(torch.zeros(1, 4))._replace(pre_acts_BF=Z)
+    out = output_on(sae, Z)
     # L0 = 4, target 2: relative error 1; 10 * 2 * (sqrt(1 + 0.05^2) - 0.05)
     assert sae.sparsity_loss(out).item() == pytest.approx(20 * ((1 + 0.0025) ** 0.5 - 0.05), rel=1e-6)
     # d penalty / d L0 = weight * d / sqrt(d^2 + s^2): never above the weight, ~0 at the target
