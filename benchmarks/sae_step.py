@@ -49,7 +49,7 @@ def build(arch: str, d: int, n: int, k: int) -> tuple[SparseAutoencoder, float]:
     elif arch == "relu":
         from sae_sweeps.saes.relu import ReLUSAE
 
-        cls, coef, kwargs = ReLUSAE, 5.0, {}
+        cls, coef, kwargs = ReLUSAE, 0.05, {}
     elif arch == "batchtopk":
         from sae_sweeps.saes.batchtopk import BatchTopKSAE
 

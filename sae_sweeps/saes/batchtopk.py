@@ -8,9 +8,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from sae_sweeps.saes.base import SAEOutput, SparseAutoencoder
 from sae_sweeps.saes.jumprelu import JumpReLUSAE
-from sae_sweeps.saes.topk import auxk_loss
+from sae_sweeps.saes.topk import TopKSAE
 
 
 def keep_batch_top_k(pre_acts_BF: Tensor, k: int) -> Tensor:
@@ -27,11 +26,11 @@ def threshold_activation(pre_acts_BF: Tensor, threshold: Tensor) -> Tensor:
     return pre_acts_BF * (pre_acts_BF > threshold).to(pre_acts_BF.dtype)
 
 
-class BatchTopKSAE(SparseAutoencoder):
+class BatchTopKSAE(TopKSAE):
     """Training: top k*B over the flattened batch (L0 is k on average, varying per token).
     Evaluation (`eval()`): f = z * H(z - threshold) with one scalar threshold, an EMA of the
     smallest activation kept in each training batch, so outputs do not depend on the batch.
-    AuxK revives dead latents as for TopK.
+    AuxK revives dead latents as for TopK (inherited).
 
     The EMA's decay warms up as min(threshold_decay, (1 + n) / (10 + n)) after n updates: early
     batches, whose activations the SAE has since moved away from, are forgotten within ~n/10
@@ -40,7 +39,6 @@ class BatchTopKSAE(SparseAutoencoder):
 
     architecture: ClassVar[str] = "batchtopk"
     saelens_architecture: ClassVar[str] = "jumprelu"  # its saved (inference) form
-    sparsity_knob: ClassVar[str] = "k"
     activation_unit_params: ClassVar[tuple[str, ...]] = ("b_enc", "b_dec", "threshold")
 
     def __init__(
@@ -52,10 +50,7 @@ class BatchTopKSAE(SparseAutoencoder):
         aux_coefficient: float = 1 / 32,
         threshold_decay: float = 0.99,
     ) -> None:
-        super().__init__(d_in, d_sae)
-        self.k = int(k)
-        self.aux_k = int(aux_k) if aux_k is not None else max(1, d_in // 2)
-        self.aux_coefficient = aux_coefficient
+        super().__init__(d_in, d_sae, k, aux_k, aux_coefficient)
         self.threshold_decay = float(threshold_decay)
         self.register_buffer("threshold", torch.zeros(()))
         self.register_buffer("threshold_updates", torch.zeros((), dtype=torch.long))
@@ -78,16 +73,8 @@ class BatchTopKSAE(SparseAutoencoder):
         self.threshold.lerp_(smallest, 1 - decay)
         self.threshold_updates += 1
 
-    def auxiliary_loss(self, x_BD: Tensor, out: SAEOutput, dead_latents_F: Tensor) -> Tensor:
-        return self.aux_coefficient * auxk_loss(x_BD, out, self.W_dec, dead_latents_F, self.aux_k)
-
     def init_kwargs(self) -> dict[str, Any]:
-        return super().init_kwargs() | {
-            "k": self.k,
-            "aux_k": self.aux_k,
-            "aux_coefficient": self.aux_coefficient,
-            "threshold_decay": self.threshold_decay,
-        }
+        return super().init_kwargs() | {"threshold_decay": self.threshold_decay}
 
     def inference_form(self) -> JumpReLUSAE:
         """A JumpReLU SAE whose every latent has the tracked scalar threshold."""
@@ -97,6 +84,3 @@ class BatchTopKSAE(SparseAutoencoder):
                 getattr(exported, name).copy_(getattr(self, name))
             exported.threshold.fill_(float(self.threshold))
         return exported.eval()
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, k={self.k}"

@@ -73,3 +73,6 @@ class TopKSAE(SparseAutoencoder):
 
     def saelens_cfg_extras(self) -> dict[str, Any]:
         return {"k": self.k}
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, k={self.k}"
