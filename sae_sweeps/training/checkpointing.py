@@ -98,7 +98,7 @@ class ResumableCheckpoints(L.Callback):
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         if trainer.is_global_zero:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp, weights_only=False)  # full state: optimiser, loops, callbacks
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
 
