@@ -72,8 +72,7 @@ def plain_loop(module: SAETrainingModule, batches: list[torch.Tensor], steps: in
         batch = batches[step % len(batches)]
         out = module.loss_fn(sae, batch, module.input_scale, 0.0, tokens_since_fired >= module.dead_window_tokens)
         with torch.no_grad():
-            fired = (out.latents_NF != 0).sum(dim=0)
-            tokens_since_fired.add_(len(batch)).masked_fill_(fired > 0, 0)
+            tokens_since_fired.add_(len(batch)).masked_fill_(out.firing_counts_F > 0, 0)
         history.append(out.total.detach())
         optimizer.zero_grad(set_to_none=True)
         out.total.backward()

@@ -70,7 +70,10 @@ class SparseAutoencoder(nn.Module, ABC):
     def pre_activations(self, x_BD: Tensor) -> Tensor:
         # W_enc (x - b_dec) + b_enc with b_dec moved into the bias: the same function, but
         # autograd no longer spends a [B, F] x [F, D] matmul on the gradient of x - b_dec.
-        return x_BD @ self.W_enc + (self.encoder_bias() - self.b_dec @ self.W_enc)
+        # addmm adds the bias inside the matmul: no extra pass over the [B, F] result.
+        bias_F = self.encoder_bias() - self.b_dec @ self.W_enc
+        pre_acts = torch.addmm(bias_F, x_BD.reshape(-1, self.d_in), self.W_enc)
+        return pre_acts.view(*x_BD.shape[:-1], self.d_sae)
 
     @abstractmethod
     def activation(self, pre_acts_BF: Tensor) -> Tensor:

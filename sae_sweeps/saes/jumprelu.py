@@ -51,13 +51,17 @@ class JumpReLUWithCounts(torch.autograd.Function):
         if grad_f_BF is not None and ctx.needs_input_grad[0]:
             grad_z = grad_f_BF * mask_BF
         if ctx.needs_input_grad[1]:
-            kernel_BF = (z_BF - theta_F).abs_() < eps / 2
-            flat_kernel = kernel_BF.reshape(-1, kernel_BF.shape[-1])
-            grad_theta = torch.zeros_like(theta_F)
+            # Few pre-activations fall within eps/2 of their threshold: gather those instead of
+            # multiplying and reducing whole [B, F] tensors.
+            n_latents = theta_F.shape[0]
+            near_BF = (z_BF - theta_F).abs_() < eps / 2
+            rows, latents = near_BF.reshape(-1, n_latents).nonzero(as_tuple=True)
+            per_entry = torch.zeros_like(rows, dtype=theta_F.dtype)
             if grad_f_BF is not None:
-                grad_theta -= (theta_F / eps) * (grad_f_BF * kernel_BF).reshape_as(flat_kernel).sum(dim=0)
+                per_entry += theta_F[latents] * grad_f_BF.reshape(-1, n_latents)[rows, latents]
             if grad_counts_F is not None:
-                grad_theta -= (grad_counts_F / eps) * flat_kernel.sum(dim=0, dtype=theta_F.dtype)
+                per_entry += grad_counts_F[latents]
+            grad_theta = torch.zeros_like(theta_F).index_add_(0, latents, per_entry).div_(-eps)
         return grad_z, grad_theta, None
 
 
