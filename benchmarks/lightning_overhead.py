@@ -39,21 +39,11 @@ class Repeat(IterableDataset):
             yield from self.batches
 
 
-class GatedLogging(SAETrainingModule):
-    """The proposed module.py change: call self.log only on the steps the logger writes
-    (every trainer.log_every_n_steps); Lightning's per-call bookkeeping is the largest
-    framework cost per step."""
-
-    def log(self, *args, **kwargs) -> None:
-        if self.global_step % self.trainer.log_every_n_steps == 0:
-            super().log(*args, **kwargs)
-
-
-def make(d: int, n: int, k: int, steps: int, cls: type[SAETrainingModule] = SAETrainingModule):
+def make(d: int, n: int, k: int, steps: int) -> SAETrainingModule:
     torch.manual_seed(0)
     sae = TopKSAE(d, n, k=k)
     schedule = Schedule(total_steps=steps, lr_warmup_steps=max(1, steps // 20), lr_final_fraction=0.1, sparsity_warmup_steps=0)
-    return cls(
+    return SAETrainingModule(
         sae=sae, loss=LocalLoss(), schedule=schedule, lr=1e-4, adam_betas=(0.9, 0.999),
         sparsity_coefficient=0.0, input_scale=1.0, dead_window_tokens=10**12,
     )
@@ -113,17 +103,14 @@ def measure(d: int, n: int, batch: int, k: int, steps: int, device: torch.device
     plain = [plain_loop(make(d, n, k, steps), batches, steps, device) for _ in range(2)]
     lightning = [lightning_loop(make(d, n, k, steps), batches, steps, device, False) for _ in range(2)]
     with_bar = lightning_loop(make(d, n, k, steps), batches, steps, device, True)
-    gated = [lightning_loop(make(d, n, k, steps, GatedLogging), batches, steps, device, False) for _ in range(2)]
     best = lambda runs, i: min(r[i] for r in runs)  # noqa: E731
     result = {"d_model": d, "d_sae": n, "batch": batch, "k": k, "steps": steps, "device": str(device),
               "threads": torch.get_num_threads()}
     for basis, i in (("wall", 0), ("cpu", 1)):
-        p, lt, bar, g = best(plain, i), best(lightning, i), with_bar[i], best(gated, i)
+        p, lt, bar = best(plain, i), best(lightning, i), with_bar[i]
         result |= {
             f"plain_ms_{basis}": p * 1e3, f"lightning_ms_{basis}": lt * 1e3, f"lightning_progress_bar_ms_{basis}": bar * 1e3,
-            f"lightning_gated_log_ms_{basis}": g * 1e3,
             f"overhead_ms_{basis}": (lt - p) * 1e3, f"overhead_fraction_{basis}": lt / p - 1,
-            f"gated_overhead_ms_{basis}": (g - p) * 1e3,
         }
     return result
 

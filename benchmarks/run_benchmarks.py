@@ -99,8 +99,8 @@ def lightning(args: argparse.Namespace) -> list[dict]:
         out.append(r)
         print(
             f"  d={d} n={n} B={b}: plain {r['plain_ms_cpu']:.1f} ms, Lightning {r['lightning_ms_cpu']:.1f} ms "
-            f"(+{r['overhead_ms_cpu']:.1f} ms, {r['overhead_fraction_cpu']:.0%}), with logging gated "
-            f"{r['lightning_gated_log_ms_cpu']:.1f} ms (CPU time/step; wall {r['plain_ms_wall']:.1f} vs "
+            f"(+{r['overhead_ms_cpu']:.1f} ms, {r['overhead_fraction_cpu']:.0%}), progress bar on "
+            f"{r['lightning_progress_bar_ms_cpu']:.1f} ms (CPU time/step; wall {r['plain_ms_wall']:.1f} vs "
             f"{r['lightning_ms_wall']:.1f}) [{r['load']}]",
             flush=True,
         )
