@@ -90,6 +90,10 @@ class SparseAutoencoder(nn.Module, ABC):
         latents_BF = self.activation(pre_acts_BF)
         return SAEOutput(latents_BF, self.decode(latents_BF), pre_acts_BF, firing_counts(latents_BF))
 
+    def learning_rate_scales(self) -> dict[str, float]:
+        """Parameters that train at a multiple of `train.lr` (by name); all others at 1x."""
+        return {}
+
     # -- loss terms (each a per-token mean; the loss multiplies in the coefficients) ---------
     def sparsity_loss(self, out: SAEOutput) -> Tensor:
         """The penalty the sparsity coefficient multiplies; zero for hard-budget architectures."""

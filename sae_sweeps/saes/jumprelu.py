@@ -100,6 +100,7 @@ class JumpReLUSAE(SparseAutoencoder):
         target_l0: float | None = None,
         target_weight: float = 10.0,
         target_smoothing: float = 0.05,
+        threshold_lr_scale: float = 1.0,
     ) -> None:
         super().__init__(d_in, d_sae)
         self.threshold_init = float(threshold_init)
@@ -107,6 +108,7 @@ class JumpReLUSAE(SparseAutoencoder):
         self.target_l0 = float(target_l0) if target_l0 is not None else None
         self.target_weight = float(target_weight)
         self.target_smoothing = float(target_smoothing)
+        self.threshold_lr_scale = float(threshold_lr_scale)
         self.threshold = nn.Parameter(torch.full((d_sae,), self.threshold_init))
         if self.target_l0 is not None:
             if self.target_l0 <= 0:
@@ -134,6 +136,11 @@ class JumpReLUSAE(SparseAutoencoder):
         s = self.target_smoothing
         return self.target_weight * self.target_l0 * ((relative_error.pow(2) + s * s).sqrt() - s)
 
+    def learning_rate_scales(self) -> dict[str, float]:
+        # Adam moves a raw threshold by ~lr per step whatever its gradient, so a short run cannot
+        # raise thresholds far enough to reach a low L0 (~100 steps at 1e-3 move them ~0.05).
+        return {"threshold": self.threshold_lr_scale}
+
     @torch.no_grad()
     def normalize_decoder(self) -> None:
         super().normalize_decoder()
@@ -146,6 +153,7 @@ class JumpReLUSAE(SparseAutoencoder):
             "target_l0": self.target_l0,
             "target_weight": self.target_weight,
             "target_smoothing": self.target_smoothing,
+            "threshold_lr_scale": self.threshold_lr_scale,
         }
 
     def extra_repr(self) -> str:

@@ -113,9 +113,17 @@ class SAETrainingModule(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         # fused: one kernel for all parameters on CUDA instead of several per parameter
         fused = self.device.type == "cuda"
-        optimizer = torch.optim.Adam(self.sae.parameters(), lr=self.lr, betas=self.adam_betas, fused=fused)
+        optimizer = torch.optim.Adam(self.parameter_groups(), lr=self.lr, betas=self.adam_betas, fused=fused)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.schedule.lr_factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """One Adam group per learning rate the SAE asks for (the schedule scales each alike)."""
+        scales = self.sae.learning_rate_scales()
+        groups: dict[float, list[torch.nn.Parameter]] = {}
+        for name, parameter in self.sae.named_parameters():
+            groups.setdefault(scales.get(name, 1.0), []).append(parameter)
+        return [{"params": params, "lr": self.lr * scale} for scale, params in groups.items()]
 
     def on_train_start(self) -> None:
         self._started_at = time.perf_counter()

@@ -126,3 +126,24 @@ def test_thresholds_are_raw_parameters_clamped_at_zero_after_a_step():
     sae.normalize_decoder()
     assert sae.threshold[0].item() == 0.0 and sae.threshold[1].item() == pytest.approx(0.001)
     assert sae.default_adam_betas == (0.0, 0.999)
+
+
+def test_threshold_lr_scale_gives_thresholds_their_own_adam_learning_rate():
+    """Adam moves each parameter by ~its lr per step: thresholds at 10x lr move 10x as far."""
+    from sae_sweeps.losses.local import LocalLoss
+    from sae_sweeps.training.module import SAETrainingModule
+    from sae_sweeps.training.schedules import Schedule
+
+    torch.manual_seed(0)
+    sae = JumpReLUSAE(d_in=8, d_sae=16, threshold_lr_scale=10.0)
+    schedule = Schedule(total_steps=10, lr_warmup_steps=1, lr_final_fraction=1.0, sparsity_warmup_steps=0)
+    module = SAETrainingModule(sae, LocalLoss(), schedule, lr=1e-3, adam_betas=(0.0, 0.999),
+                               sparsity_coefficient=1.0, input_scale=1.0, dead_window_tokens=100)
+    optimizer = module.configure_optimizers()["optimizer"]
+    lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    assert lr_of[id(sae.threshold)] == pytest.approx(1e-2)
+    assert all(lr_of[id(p)] == pytest.approx(1e-3) for n, p in sae.named_parameters() if n != "threshold")
+    # an SAE that asks for nothing special keeps a single group, as before
+    plain = SAETrainingModule(JumpReLUSAE(8, 16), LocalLoss(), schedule, lr=1e-3, adam_betas=(0.0, 0.999),
+                              sparsity_coefficient=1.0, input_scale=1.0, dead_window_tokens=100)
+    assert len(plain.configure_optimizers()["optimizer"].param_groups) == 1
