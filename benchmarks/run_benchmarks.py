@@ -53,6 +53,13 @@ def child_env(threads: int | None) -> dict:
     return env
 
 
+def run_benchmark_process(cmd: list[str], threads: int | None) -> dict:
+    """One measurement in its own process, stamped with the load average it ran under."""
+    result = run_json(cmd, child_env(threads))
+    result["load"] = load_now()
+    return result
+
+
 # -- 1. SAE step ------------------------------------------------------------------------------------------
 def sae_steps(args: argparse.Namespace) -> list[dict]:
     from sae_step import available_architectures
@@ -70,8 +77,7 @@ def sae_steps(args: argparse.Namespace) -> list[dict]:
             cmd += ["--threads", str(args.threads)]
         if args.compile:
             cmd += ["--compile"]
-        r = run_json(cmd, child_env(args.threads))
-        r["load"] = load_now()
+        r = run_benchmark_process(cmd, args.threads)
         results.append(r)
         print(
             f"  {arch:14} dead={dead:.0%}: {r['tokens_per_s']:8.0f} tok/s  {r['gflops_wall']:7.1f} GFLOP/s "
@@ -94,8 +100,7 @@ def lightning(args: argparse.Namespace) -> list[dict]:
                "--steps", str(steps), "--device", args.device, "--k", str(min(args.k, n))]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
-        r = run_json(cmd, child_env(args.threads))
-        r["load"] = load_now()
+        r = run_benchmark_process(cmd, args.threads)
         out.append(r)
         print(
             f"  d={d} n={n} B={b}: plain {r['plain_ms_cpu']:.1f} ms, Lightning {r['lightning_ms_cpu']:.1f} ms "
