@@ -1,4 +1,4 @@
-"""Entry point: compose the config, train one SAE per job, keep going when a sweep member fails.
+"""Entry point: compose the config, check it, train one SAE per job, keep going when a sweep member fails.
 
     python launch.py                                   # the offline default (SmolLM2, TopK, local)
     python launch.py -m sae_arch=relu,topk loss=local  # a sweep
@@ -17,14 +17,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from sae_sweeps.config_checks import ConfigError, check_group_choices
-from sae_sweeps.run import train
+from sae_sweeps import run_directory
+from sae_sweeps.config_checks import ConfigError, check_config, check_group_choices
 from sae_sweeps.run_logging import one_line_error, write_failure
+from sae_sweeps.summary import HEADLINE_KEYS
 from sae_sweeps.sweeps import add_sweep_dir
 
 log = logging.getLogger("sae_sweeps")
-
-HEADLINE = ("l0", "fvu", "ce_loss_increase", "ce_loss_recovered", "kl", "dead_fraction", "tokens_trained", "train_seconds")
 
 
 def global_rank() -> int:
@@ -40,9 +39,19 @@ def main(cfg: DictConfig) -> float | None:
     if multirun:
         cfg.sweep_id = hydra_cfg.sweep.dir
     try:
-        summary = train(cfg, run_dir)
+        check_config(cfg)  # before anything heavy is imported or loaded
+        summary = run_directory.claim(run_dir, cfg, run_directory.config_fingerprint(cfg))
+        if summary is not None:
+            log.info("%s already finished: skipping", run_dir)
+        else:
+            if global_rank() == 0:
+                run_directory.save_hydra_record(run_dir, cfg, hydra_cfg)
+            from sae_sweeps.run import train  # torch, Lightning, the LM: only once the checks pass
+
+            summary = train(cfg, run_dir)
     except Exception as err:  # one member's failure must not take the sweep (or its results) down
-        if global_rank() == 0:
+        # A refused directory belongs to another run: nothing is written into it.
+        if global_rank() == 0 and not isinstance(err, run_directory.RunDirectoryConflict):
             write_failure(run_dir, err)
         message = f"config error: {err}" if isinstance(err, ConfigError) else one_line_error(err)
         if multirun:
@@ -53,7 +62,7 @@ def main(cfg: DictConfig) -> float | None:
     if not summary:
         return None  # a non-zero DDP rank: rank 0 reports
     print(f"\nrun directory: {run_dir}\n  SAE: {run_dir / 'sae'}\n  summary: {run_dir / 'summary.json'}")
-    print("  " + "  ".join(f"{k}={summary[k]:.4g}" for k in HEADLINE))
+    print("  " + "  ".join(f"{k}={summary[k]:.4g}" for k in HEADLINE_KEYS))
     return summary["ce_loss_increase"]
 
 

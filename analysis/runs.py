@@ -14,11 +14,11 @@ from omegaconf.errors import OmegaConfBaseException
 from analysis.errors import AnalysisError
 from analysis.schema import COMPLETED, FAILED, STATUSES, UNFINISHED, run_row, runs_frame
 from analysis.wandb_source import WANDB_PREFIX, wandb_rows
+from sae_sweeps.summary import FAILURE_FILENAME as FAILURE_FILE
+from sae_sweeps.summary import SUMMARY_FILENAME as SUMMARY_FILE
 
 HYDRA_CONFIG = Path(".hydra") / "config.yaml"
 HYDRA_OVERRIDES = Path(".hydra") / "overrides.yaml"
-SUMMARY_FILE = "summary.json"
-FAILURE_FILE = "failure.json"
 
 Source = str | Path
 

@@ -1,31 +1,25 @@
-"""The runs table: one row per run, with the same columns whether the runs come from disk or from wandb."""
+"""The runs table: one row per run, with the same columns whether the runs come from disk or from wandb.
+Its summary columns are the fields of sae_sweeps/summary.py."""
 
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 
-COMPLETED, FAILED, UNFINISHED = "completed", "failed", "unfinished"
+from sae_sweeps.summary import CHOICE_KEYS, COMPLETED, INTEGER_KEYS, METRIC_KEYS, TEXT_KEYS
+
+FAILED, UNFINISHED = "failed", "unfinished"
 STATUSES = (COMPLETED, FAILED, UNFINISHED)
 
 RUN_INFO_COLUMNS = ("source", "run", "location", "status", "error", "overrides")
-CHOICE_COLUMNS = (
-    "model", "hook", "hook_layer", "sae_arch", "loss", "sparsity_value", "sparsity_coefficient",
-    "k", "d_in", "d_sae", "seed", "sweep_id",
-)
-METRIC_COLUMNS = (
-    "l0", "fvu", "explained_variance", "ce_loss_clean", "ce_loss_sae", "ce_loss_zero_ablation",
-    "ce_loss_increase", "ce_loss_recovered", "kl", "dead_fraction", "dense_fraction", "alive_latents",
-    "tokens_trained", "train_seconds", "dead_window_tokens", "eval_tokens",
-)
+CHOICE_COLUMNS = CHOICE_KEYS
+METRIC_COLUMNS = METRIC_KEYS
 CONFIG_COLUMN = "config"
 SUMMARY_COLUMNS = CHOICE_COLUMNS + METRIC_COLUMNS
 RUN_COLUMNS = RUN_INFO_COLUMNS + SUMMARY_COLUMNS + (CONFIG_COLUMN,)
 
-TEXT_COLUMNS = frozenset(RUN_INFO_COLUMNS + ("model", "hook", "sae_arch", "loss", "sweep_id"))
-INTEGER_COLUMNS = frozenset(
-    ("hook_layer", "k", "d_in", "d_sae", "seed", "alive_latents", "tokens_trained", "dead_window_tokens", "eval_tokens")
-)
+TEXT_COLUMNS = frozenset(RUN_INFO_COLUMNS) | TEXT_KEYS
+INTEGER_COLUMNS = INTEGER_KEYS
 # Where the resolved config keeps what a summary repeats as flat keys: runs without a summary still say what they were.
 CONFIG_PATHS_OF_COLUMNS = {
     "model": ("model", "name"),

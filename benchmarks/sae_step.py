@@ -38,9 +38,9 @@ def build(arch: str, d: int, n: int, k: int) -> tuple[SparseAutoencoder, float]:
         from sae_sweeps.saes.topk import TopKSAE
 
         if arch == "topk_sparse":
-            from sae_sweeps.saes.sparse_decode import SparseTopKSAE
-
-            return SparseTopKSAE(d, n, k=k, sparse_decode=True), 0.0
+            sae = TopKSAE(d, n, k=k)
+            sae.enable_fast_path(True, torch.device("cpu"))
+            return sae, 0.0
         cls, coef, kwargs = TopKSAE, 0.0, {"k": k}
     elif arch == "jumprelu":
         from sae_sweeps.saes.jumprelu import JumpReLUSAE

@@ -1,60 +1,147 @@
-"""Checks on a composed config that run before anything expensive (model loading, data), so
-that bad input fails in a second with one line naming the offending key."""
+"""Checks on a composed config that run before anything expensive (model loading, data), so that
+bad input fails in a second with one line naming the offending key.
+
+The generic checks import nothing heavy; the architecture's own checks (`check_config` on its
+class, e.g. TopK's `sparsity.k`) come last, since importing the class imports torch.
+tests/test_bad_input.py holds the table of bad inputs and the line each one gets.
+"""
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig
 
-from sae_sweeps.data.text import local_text_files
 from sae_sweeps.models.hook_point import HookError, HookPoint
+from sae_sweeps.run_config import dictionary_size, preset_width
 
 
 class ConfigError(ValueError):
     """A config value that cannot work; the message names the key."""
 
 
-def d_sae_for(cfg: DictConfig, d_in: int) -> int:
-    """The dictionary size: `sae_arch.d_sae` if set, else expansion_factor x the input width."""
-    return int(cfg.sae_arch.d_sae) if cfg.sae_arch.d_sae else int(cfg.sae_arch.expansion_factor * d_in)
-
-
-def expected_width(cfg: DictConfig, hook: HookPoint) -> int:
-    """The activation width at a hook, from the model preset (checked again once it loads)."""
-    inside_mlp = ".mlp.hook_" in hook.name
-    return int(cfg.model.d_mlp if inside_mlp else cfg.model.d_model)
+LIGHTNING_PRECISIONS = (
+    "64-true", "32-true", "16-true", "bf16-true", "16-mixed", "bf16-mixed", "transformer-engine",
+    "transformer-engine-float16", "64", "32", "16", "bf16", 64, 32, 16,
+)
+"""What Lightning's Trainer accepts as `precision`."""
+WANDB_MODES = ("online", "offline", "disabled", "shared")
 
 
 def check_config(cfg: DictConfig) -> None:
-    try:
-        hook = HookPoint.parse(cfg.hook.name)
-        hook.check_layer(int(cfg.model.n_layers))
-    except HookError as err:
-        raise ConfigError(str(err)) from None
-    d_sae = d_sae_for(cfg, expected_width(cfg, hook))
+    for key in ("resume", "start_over"):
+        _require(isinstance(cfg.get(key, False), bool), key, cfg.get(key), "must be true or false")
+    hook = _check_hook(cfg)
+    _check_number(cfg, "sae_arch.expansion_factor", minimum=0, strict=True, optional=cfg.sae_arch.d_sae is not None)
+    d_sae = dictionary_size(cfg, preset_width(cfg, hook))
     _require(d_sae >= 1, "sae_arch.d_sae", d_sae, "must be at least 1")
-    _require(cfg.sparsity.coefficient >= 0, "sparsity.coefficient", cfg.sparsity.coefficient, "must be >= 0")
-    k = cfg.sparsity.k
-    _require(k >= 1, "sparsity.k", k, "must be at least 1")
-    _require(k <= d_sae, "sparsity.k", k, f"is larger than the dictionary (d_sae={d_sae})")
-    if cfg.sparsity.get("target_l0") is not None:
-        _require(0 < cfg.sparsity.target_l0 <= d_sae, "sparsity.target_l0", cfg.sparsity.target_l0, f"must be in (0, {d_sae}]")
-    _require(cfg.train.lr > 0, "train.lr", cfg.train.lr, "must be > 0")
-    _require(cfg.train.batch_size >= 1, "train.batch_size", cfg.train.batch_size, "must be at least 1")
-    _require(
-        cfg.train.tokens >= cfg.train.batch_size,
-        "train.tokens", cfg.train.tokens, f"is smaller than one batch (train.batch_size={cfg.train.batch_size})",
-    )
-    _require(cfg.data.context_size >= 2, "data.context_size", cfg.data.context_size, "must be at least 2")
-    if cfg.data.path is not None:
-        try:
-            local_text_files(str(cfg.data.path))
-        except FileNotFoundError:
-            raise ConfigError(f"data.path={cfg.data.path}: no such file or folder, or no .txt/.jsonl/.json files in it") from None
+    _check_number(cfg, "sparsity.coefficient", minimum=0)
+    _check_number(cfg, "sparsity.warmup_fraction", minimum=0, maximum=1)
+    _check_train(cfg)
+    _check_data(cfg)
+    _check_trainer(cfg)
+    _check_logger(cfg)
     for key in ("loss", "sae_arch"):
         if "module" not in cfg[key] or "_target_" not in cfg[key].module:
             raise ConfigError(f"{key}={cfg[key].get('name')}: config has no module._target_ to build")
+    _check_architecture(cfg, d_sae)
+
+
+def _check_hook(cfg: DictConfig) -> HookPoint:
+    n_layers = int(cfg.model.n_layers)
+    layer = cfg.hook.get("layer")
+    if layer is not None:
+        _require(isinstance(layer, int) and 0 <= layer < n_layers, "hook.layer", layer,
+                 f"is out of range: {cfg.model.name} has layers 0..{n_layers - 1}")
+    try:
+        hook = HookPoint.parse(cfg.hook.name)
+        hook.check_layer(n_layers)
+    except HookError as err:
+        raise ConfigError(str(err)) from None
+    return hook
+
+
+def _check_train(cfg: DictConfig) -> None:
+    _check_number(cfg, "train.lr", minimum=0, strict=True)
+    _check_number(cfg, "train.batch_size", minimum=1, integer=True)
+    _check_number(cfg, "train.tokens", minimum=1, integer=True)
+    _require(cfg.train.tokens >= cfg.train.batch_size, "train.tokens", cfg.train.tokens,
+             f"is smaller than one batch (train.batch_size={cfg.train.batch_size})")
+    for key in ("eval_every_fraction", "checkpoint_every_fraction", "lr_warmup_fraction"):
+        _check_number(cfg, f"train.{key}", minimum=0, maximum=1, optional=True)
+
+
+def _check_data(cfg: DictConfig) -> None:
+    data = cfg.data
+    _check_number(cfg, "data.context_size", minimum=2, integer=True)
+    n_ctx = cfg.model.get("n_ctx")
+    if n_ctx is not None:
+        _require(data.context_size <= n_ctx, "data.context_size", data.context_size,
+                 f"is longer than {cfg.model.name} takes (model.n_ctx={n_ctx})")
+    _check_number(cfg, "data.holdout_every", minimum=2, integer=True)
+    _check_number(cfg, "data.eval_contexts", minimum=1, integer=True)
+    _check_number(cfg, "data.eval_batch_contexts", minimum=1, integer=True)
+    _check_number(cfg, "data.lm_batch_size", minimum=1, integer=True)
+    _check_number(cfg, "data.scale_sample_contexts", minimum=1, integer=True)
+    if data.path is not None:
+        from sae_sweeps.data.text import local_text_files
+
+        try:
+            local_text_files(str(data.path))
+        except FileNotFoundError:
+            raise ConfigError(f"data.path={data.path}: no such file or folder, or no .txt/.jsonl/.json files in it") from None
+
+
+def _check_trainer(cfg: DictConfig) -> None:
+    devices = cfg.trainer.devices
+    _require(devices == "auto" or (isinstance(devices, int) and devices >= 1) or (isinstance(devices, (list, tuple)) and devices),
+             "trainer.devices", devices, "must be a number >= 1, a list of device ids, or auto")
+    _check_number(cfg, "trainer.num_nodes", minimum=1, integer=True)
+    precision = cfg.trainer.precision
+    _require(precision in LIGHTNING_PRECISIONS, "trainer.precision", precision,
+             f"is not a precision Lightning knows; use one of {', '.join(map(str, LIGHTNING_PRECISIONS[:6]))}")
+
+
+def _check_logger(cfg: DictConfig) -> None:
+    logger = cfg.get("logger")
+    if logger is not None and "mode" in logger:
+        _require(logger.mode in WANDB_MODES, "logger.mode", logger.mode, f"must be one of {', '.join(WANDB_MODES)}")
+
+
+def _check_architecture(cfg: DictConfig, d_sae: int) -> None:
+    from sae_sweeps.saes.base import SettingError
+
+    target = str(cfg.sae_arch.module._target_)
+    module_name, _, class_name = target.rpartition(".")
+    try:
+        architecture = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError):
+        raise ConfigError(f"sae_arch.module._target_={target}: no such class") from None
+    try:
+        architecture.check_config(cfg, d_sae)
+    except SettingError as err:
+        raise ConfigError(str(err)) from None
+
+
+def _check_number(
+    cfg: DictConfig, key: str, minimum: float | None = None, maximum: float | None = None,
+    strict: bool = False, integer: bool = False, optional: bool = False,
+) -> None:
+    """`key` (dotted) holds a number in range: one line naming the key otherwise."""
+    node: Any = cfg
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, (DictConfig, dict)) else None
+    if node is None and optional:
+        return
+    kind = "a whole number" if integer else "a number"
+    _require(isinstance(node, (int, float)) and not isinstance(node, bool) and (not integer or isinstance(node, int)),
+             key, node, f"must be {kind}")
+    if minimum is not None:
+        _require(node > minimum if strict else node >= minimum, key, node, f"must be {'>' if strict else '>='} {minimum:g}")
+    if maximum is not None:
+        _require(node <= maximum, key, node, f"must be <= {maximum:g}")
 
 
 def _require(ok: bool, key: str, value: object, problem: str) -> None:

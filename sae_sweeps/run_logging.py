@@ -11,8 +11,8 @@ from typing import Any
 
 from lightning.pytorch.loggers import Logger, WandbLogger
 
-SUMMARY_FILENAME = "summary.json"
-FAILURE_FILENAME = "failure.json"
+from sae_sweeps.summary import FAILURE_FILENAME
+
 
 
 def wandb_logger(

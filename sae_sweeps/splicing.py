@@ -1,5 +1,7 @@
 """Running an SAE inside the language model: its reconstruction replaces the activation at the
-hook point on ordinary tokens, while BOS/EOS/padding keep their original activations."""
+hook point on ordinary tokens, while BOS/EOS/padding keep their original activations; and the
+next-token quantities that compare the spliced LM with the clean one. The evaluator and the e2e
+losses both build on these (docs/method.md#losses, docs/method.md#metrics)."""
 
 from __future__ import annotations
 
@@ -31,6 +33,24 @@ def splice_sae(sae: SparseAutoencoder, acts_BTD: Tensor, ordinary_BT: Tensor, in
     return Splice(spliced_BTD, sae_input_ND, output)
 
 
+class SpliceHook:
+    """A transformer_lens forward hook that splices the SAE in and keeps the `Splice` it made."""
+
+    def __init__(self, sae: SparseAutoencoder, ordinary_BT: Tensor, input_scale: float) -> None:
+        self.sae, self.ordinary_BT, self.input_scale = sae, ordinary_BT, input_scale
+        self._splice: Splice | None = None
+
+    def __call__(self, acts_BTD: Tensor, hook: object) -> Tensor:
+        self._splice = splice_sae(self.sae, acts_BTD, self.ordinary_BT, self.input_scale)
+        return self._splice.spliced_BTD
+
+    @property
+    def splice(self) -> Splice:
+        if self._splice is None:
+            raise RuntimeError("the SAE's hook did not fire in the forward pass")
+        return self._splice
+
+
 def zero_ablate(acts_BTD: Tensor, ordinary_BT: Tensor) -> Tensor:
     """The baseline 'no information at this hook' on the same positions the SAE replaces."""
     return acts_BTD.masked_fill(ordinary_BT.unsqueeze(-1), 0.0)
@@ -46,3 +66,13 @@ def next_token_log_probs(logits_BTV: Tensor) -> Tensor:
     stays float64, so that gradient checks in double precision are meaningful)."""
     dtype = torch.promote_types(logits_BTV.dtype, torch.float32)
     return torch.log_softmax(logits_BTV[:, :-1].to(dtype), dim=-1)
+
+
+def cross_entropy(log_probs_BTV: Tensor, targets_BT: Tensor) -> Tensor:
+    """Per-position next-token cross-entropy in nats."""
+    return -log_probs_BTV.gather(-1, targets_BT.unsqueeze(-1)).squeeze(-1)
+
+
+def kl_divergence(clean_log_probs_BTV: Tensor, sae_log_probs_BTV: Tensor) -> Tensor:
+    """Per-position KL(P_clean || P_sae) in nats: the direction the e2e paper's code minimises."""
+    return (clean_log_probs_BTV.exp() * (clean_log_probs_BTV - sae_log_probs_BTV)).sum(dim=-1)

@@ -27,7 +27,9 @@ def sweep_key(argv: list[str]) -> str:
 
 def wants_resume(argv: list[str]) -> bool:
     values = [a.split("=", 1)[1] for a in argv if a.lstrip("+").startswith("resume=")]
-    return bool(values) and str(values[-1]).lower() in ("true", "1", "yes")
+    if values and values[-1].lower() not in ("true", "false"):
+        raise ConfigError(f"resume={values[-1]} must be true or false")
+    return bool(values) and values[-1].lower() == "true"
 
 
 def add_sweep_dir(argv: list[str], multirun_root: Path = Path("multirun")) -> list[str]:

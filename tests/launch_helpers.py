@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from sae_sweeps.summary import CHOICE_KEYS, METRIC_KEYS, SUMMARY_VERSION
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -23,15 +25,10 @@ def run_launch(args: list[str], cwd: Path, cache: Path, check: bool = True, time
     return proc
 
 
-SUMMARY_KEYS = {
-    "l0", "fvu", "ce_loss_clean", "ce_loss_sae", "ce_loss_zero_ablation", "ce_loss_increase",
-    "ce_loss_recovered", "kl", "dead_fraction", "dense_fraction", "tokens_trained", "train_seconds",
-    "model", "hook", "sae_arch", "loss", "sparsity_value",
-}
-
-
 def assert_complete(summary: dict) -> None:
-    missing = SUMMARY_KEYS - summary.keys()
+    """Every field of the summary contract is there, and every measured number is finite."""
+    missing = (set(CHOICE_KEYS) | set(METRIC_KEYS)) - summary.keys()
     assert not missing, f"summary lacks {missing}"
-    for key in SUMMARY_KEYS - {"model", "hook", "sae_arch", "loss"}:
+    assert summary["summary_version"] == SUMMARY_VERSION
+    for key in METRIC_KEYS:
         assert isinstance(summary[key], (int, float)) and math.isfinite(summary[key]), key

@@ -5,12 +5,8 @@ import math
 import pytest
 import torch
 
+from sae_sweeps import splicing
 from sae_sweeps.evaluation import metrics
-
-
-def test_l0_counts_nonzero_latents_per_token():
-    latents = torch.tensor([[0.0, 1.0, 2.0, 0.0], [3.0, 0.0, 0.0, 0.0]])
-    assert metrics.l0(latents) == 1.5
 
 
 def test_fvu_divides_by_variance_about_the_mean_not_about_zero():
@@ -25,7 +21,7 @@ def test_fvu_divides_by_variance_about_the_mean_not_about_zero():
 
 def test_cross_entropy_is_minus_log_probability_of_target():
     log_probs = torch.log(torch.tensor([[[0.5, 0.25, 0.25], [0.1, 0.8, 0.1]]]))
-    ce = metrics.cross_entropy(log_probs, torch.tensor([[0, 1]]))
+    ce = splicing.cross_entropy(log_probs, torch.tensor([[0, 1]]))
     assert torch.allclose(ce, torch.tensor([[math.log(2), -math.log(0.8)]]))
 
 
@@ -33,9 +29,9 @@ def test_kl_is_clean_to_sae_direction_and_zero_for_equal_distributions():
     p = torch.tensor([0.5, 0.5]).log()
     q = torch.tensor([0.9, 0.1]).log()
     expected = 0.5 * math.log(0.5 / 0.9) + 0.5 * math.log(0.5 / 0.1)
-    assert metrics.kl_divergence(p, q).item() == pytest.approx(expected)
-    assert metrics.kl_divergence(q, p).item() != pytest.approx(expected)  # direction matters
-    assert metrics.kl_divergence(p, p).item() == pytest.approx(0.0)
+    assert splicing.kl_divergence(p, q).item() == pytest.approx(expected)
+    assert splicing.kl_divergence(q, p).item() != pytest.approx(expected)  # direction matters
+    assert splicing.kl_divergence(p, p).item() == pytest.approx(0.0)
 
 
 def test_ce_loss_increase_and_recovered():

@@ -11,11 +11,6 @@ DENSE_FIRING_FREQUENCY = 0.1
 """A latent firing on more than this fraction of tokens counts as dense."""
 
 
-def l0(latents_NF: Tensor) -> float:
-    """Mean number of non-zero latents per token."""
-    return (latents_NF != 0).sum(dim=-1).float().mean().item()
-
-
 def fraction_of_variance_unexplained(
     squared_error_sum: float, sum_D: Tensor, squared_norm_sum: float, n_tokens: int
 ) -> float:
@@ -24,16 +19,6 @@ def fraction_of_variance_unexplained(
     mean_D = sum_D / n_tokens
     total_variance = squared_norm_sum - n_tokens * float(mean_D.pow(2).sum())
     return squared_error_sum / total_variance if total_variance > 0 else math.nan
-
-
-def cross_entropy(log_probs_BTV: Tensor, targets_BT: Tensor) -> Tensor:
-    """Per-position next-token cross-entropy in nats."""
-    return -log_probs_BTV.gather(-1, targets_BT.unsqueeze(-1)).squeeze(-1)
-
-
-def kl_divergence(clean_log_probs_BTV: Tensor, sae_log_probs_BTV: Tensor) -> Tensor:
-    """Per-position KL(P_clean || P_sae) in nats: the direction the e2e paper's code minimises."""
-    return (clean_log_probs_BTV.exp() * (clean_log_probs_BTV - sae_log_probs_BTV)).sum(dim=-1)
 
 
 def ce_loss_increase(ce_loss_sae: float, ce_loss_clean: float) -> float:

@@ -8,7 +8,7 @@
   averaged over ordinary next-token positions, times `kl_coefficient`, plus the architecture's
   sparsity and auxiliary terms. This is the direction the paper's reference code computes
   (`F.kl_div(log_softmax(new), log_softmax(orig), log_target=True)` is KL(orig || new), although
-  its docstring names the reverse) and the one `evaluation.metrics.kl_divergence` reports.
+  its docstring names the reverse) and the one `splicing.kl_divergence` reports.
 - `E2EDownstreamLoss` ("e2e_ds"): e2e plus
 
       beta / (L - l) * sum_{k=l+1}^{L-1} mean_t || s * (resid_pre_k(SAE spliced) - resid_pre_k(clean)) ||^2
@@ -35,11 +35,10 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor
 
-from sae_sweeps.evaluation.metrics import kl_divergence
 from sae_sweeps.losses.base import LossOutput, SAELoss, architecture_terms, combine
 from sae_sweeps.models import HookPoint, LanguageModel
 from sae_sweeps.saes import SparseAutoencoder
-from sae_sweeps.splicing import Splice, next_token_log_probs, next_token_mask, splice_sae
+from sae_sweeps.splicing import SpliceHook, kl_divergence, next_token_log_probs, next_token_mask
 
 
 class E2ELoss(SAELoss):
@@ -92,20 +91,13 @@ class E2ELoss(SAELoss):
 
         # 3. The spliced pass from block l, with a graph that reaches the SAE only.
         spliced: dict[str, Tensor] = {}
-        captured: dict[str, Splice] = {}
-
-        def splice_hook(acts_BTD: Tensor, hook: object) -> Tensor:
-            captured["splice"] = splice_sae(sae, acts_BTD, ordinary_BT, input_scale)
-            return captured["splice"].spliced_BTD
-
+        splice_hook = SpliceHook(sae, ordinary_BT, input_scale)
         sae_logits = model.logits_from(
             resid_BTD, hook.layer, [(hook.name, splice_hook), *_capture_hooks(downstream, spliced)]
         )
         sae_lp = next_token_log_probs(sae_logits)
         del sae_logits
-        if "splice" not in captured:
-            raise RuntimeError(f"hook {hook.name} did not fire in the forward pass from block {hook.layer}")
-        splice = captured["splice"]
+        splice = splice_hook.splice
 
         kl_BT = kl_divergence(clean_lp, sae_lp)
         kl = kl_BT[predict_BT].mean()

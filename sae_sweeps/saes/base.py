@@ -2,16 +2,27 @@
 
 Shapes: B tokens in a batch, D = d_in (the model's width at the hook), F = d_sae (dictionary size).
 Forward pass (SAE_BRIEF section 1): f = act(W_enc (x - b_dec) + b_enc), x_hat = W_dec^T f + b_dec.
+
+What belongs to an architecture lives in its class: its nonlinearity and loss terms, the setting
+that sets its L0 (`sparsity_setting`), the checks on that setting (`check_config`) and any fast
+path it has (`enable_fast_path`). The trainer, run.py and the config checks call only these.
 """
 
 from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+
+class SettingError(ValueError):
+    """An architecture setting that cannot work; the message names the config key."""
 
 
 class SAEOutput(NamedTuple):
@@ -44,8 +55,6 @@ class SparseAutoencoder(nn.Module, ABC):
     """Our name for the architecture (the `sae_arch` config choice)."""
     saelens_architecture: ClassVar[str]
     """The `architecture` value SAELens expects in cfg.json for the saved (inference) form."""
-    sparsity_knob: ClassVar[str] = "coefficient"
-    """Which `sparsity.*` setting controls L0: `coefficient` (a penalty) or `k` (a hard budget)."""
     default_adam_betas: ClassVar[tuple[float, float]] = (0.9, 0.999)
     """Adam betas the architecture's paper recommends; `train.adam_betas` overrides them."""
     activation_unit_params: ClassVar[tuple[str, ...]] = ("b_enc", "b_dec")
@@ -119,6 +128,21 @@ class SparseAutoencoder(nn.Module, ABC):
         W_dec_FD = self.W_dec / self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
         parallel_F = (self.W_dec.grad * W_dec_FD).sum(dim=1, keepdim=True)
         self.W_dec.grad -= parallel_F * W_dec_FD
+
+    # -- what sets L0, its checks, fast paths -------------------------------------------------
+    def sparsity_setting(self, coefficient: float) -> tuple[str, float]:
+        """(name, value) of the one setting that sets this SAE's L0; penalty architectures: the coefficient."""
+        return "coefficient", coefficient
+
+    @classmethod
+    def check_config(cls, cfg: DictConfig, d_sae: int) -> None:
+        """Reject settings this architecture cannot train with (SettingError naming the key),
+        before any model or data loads; penalty architectures need nothing beyond the generic checks."""
+
+    def enable_fast_path(self, setting: bool | str, device: torch.device) -> bool:
+        """Switch to a faster forward with the same function where it pays (`train.performance.sparse_decode`);
+        True if it did. Architectures without one keep their forward."""
+        return False
 
     # -- initialisation and export -----------------------------------------------------------
     @torch.no_grad()

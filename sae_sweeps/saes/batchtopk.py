@@ -55,6 +55,9 @@ class BatchTopKSAE(TopKSAE):
         self.register_buffer("threshold", torch.zeros(()))
         self.register_buffer("threshold_updates", torch.zeros((), dtype=torch.long))
 
+    def enable_fast_path(self, setting: bool | str, device: torch.device) -> bool:
+        return False  # the batch-level selection has no per-token sparse decode
+
     def activation(self, pre_acts_BF: Tensor) -> Tensor:
         if not self.training:
             return threshold_activation(pre_acts_BF, self.threshold)

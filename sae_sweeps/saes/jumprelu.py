@@ -15,12 +15,15 @@ the sparsity coefficient (the brief's pitfall).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from sae_sweeps.saes.base import SAEOutput, SparseAutoencoder
+from sae_sweeps.saes.base import SAEOutput, SettingError, SparseAutoencoder
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 
 class JumpReLUWithCounts(torch.autograd.Function):
@@ -110,10 +113,19 @@ class JumpReLUSAE(SparseAutoencoder):
         self.target_smoothing = float(target_smoothing)
         self.threshold_lr_scale = float(threshold_lr_scale)
         self.threshold = nn.Parameter(torch.full((d_sae,), self.threshold_init))
-        if self.target_l0 is not None:
-            if self.target_l0 <= 0:
-                raise ValueError(f"target_l0={target_l0} must be > 0")
-            self.sparsity_knob = "target_l0"  # this run is set by its target, not by the coefficient
+        if self.target_l0 is not None and self.target_l0 <= 0:
+            raise ValueError(f"target_l0={target_l0} must be > 0")
+
+    def sparsity_setting(self, coefficient: float) -> tuple[str, float]:
+        # In target mode the run is set by its target, not by the coefficient.
+        return ("coefficient", coefficient) if self.target_l0 is None else ("target_l0", self.target_l0)
+
+    @classmethod
+    def check_config(cls, cfg: DictConfig, d_sae: int) -> None:
+        super().check_config(cfg, d_sae)
+        target = cfg.sparsity.get("target_l0")
+        if target is not None and (not isinstance(target, (int, float)) or isinstance(target, bool) or not 0 < target <= d_sae):
+            raise SettingError(f"sparsity.target_l0={target} must be a number in (0, d_sae={d_sae}]")
 
     def activation(self, pre_acts_BF: Tensor) -> Tensor:
         return JumpReLUWithCounts.apply(pre_acts_BF, self.threshold, self.bandwidth)[0]

@@ -14,27 +14,23 @@ On GPUs the dense bf16/TF32 matmuls are so fast that gather/scatter kernels rare
 sizes; `sparse_decode_enabled("auto", ...)` therefore picks sparse on CPU only. Measure with
 `benchmarks/run_benchmarks.py` before switching it on for a GPU.
 
-Hooking it into TopKSAE (saes/topk.py), two methods:
-
-    def forward(self, x_BD):
-        if sparse_decode_enabled(self.sparse_decode, x_BD.device, self.k, self.d_sae):
-            return sparse_topk_forward(self, x_BD)
-        return super().forward(x_BD)
-
-(with a constructor argument `sparse_decode: str = "auto"`; `SparseTopKSAE` below is exactly that).
+TopKSAE (saes/topk.py) switches to it in `enable_fast_path`, which the trainer's performance
+callback calls with `train.performance.sparse_decode`.
 Results agree with the dense path to float rounding (the sums run in another order), not bit for bit.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from sae_sweeps.saes.base import SAEOutput
-from sae_sweeps.saes.topk import TopKSAE
+
+if TYPE_CHECKING:
+    from sae_sweeps.saes.topk import TopKSAE
 
 _SUM = 0  # embedding_bag mode "sum"
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
@@ -185,16 +181,3 @@ def sparse_topk_forward(sae: TopKSAE, x_BD: Tensor) -> SAEOutput:
     # Counted from the k indices per token, not by a scan of the dense code.
     firing_counts_F = torch.bincount(indices_BK[values_BK > 0], minlength=sae.d_sae)
     return SAEOutput(latents_BF, recon_BD, pre_BF, firing_counts_F)
-
-
-class SparseTopKSAE(TopKSAE):
-    """TopKSAE whose forward decodes sparsely where that pays (see `sparse_decode_enabled`)."""
-
-    def __init__(self, *args: Any, sparse_decode: bool | str = "auto", **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.sparse_decode = sparse_decode
-
-    def forward(self, x_BD: Tensor) -> SAEOutput:
-        if sparse_decode_enabled(self.sparse_decode, x_BD.device, self.k, self.d_sae):
-            return sparse_topk_forward(self, x_BD)
-        return super().forward(x_BD)

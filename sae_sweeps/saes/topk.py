@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from sae_sweeps.saes.base import SAEOutput, SparseAutoencoder
+from sae_sweeps.saes.base import SAEOutput, SettingError, SparseAutoencoder
+from sae_sweeps.saes.sparse_decode import sparse_decode_enabled, sparse_topk_forward
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 
 def keep_top_k(pre_acts_BF: Tensor, k: int) -> Tensor:
@@ -43,7 +47,6 @@ class TopKSAE(SparseAutoencoder):
 
     architecture: ClassVar[str] = "topk"
     saelens_architecture: ClassVar[str] = "topk"
-    sparsity_knob: ClassVar[str] = "k"
 
     def __init__(
         self,
@@ -57,6 +60,30 @@ class TopKSAE(SparseAutoencoder):
         self.k = int(k)
         self.aux_k = int(aux_k) if aux_k is not None else max(1, d_in // 2)
         self.aux_coefficient = aux_coefficient
+        self.sparse_decode = False
+        """Decode from the k (value, index) pairs per token (saes/sparse_decode.py); see enable_fast_path."""
+
+    def sparsity_setting(self, coefficient: float) -> tuple[str, float]:
+        return "k", float(self.k)
+
+    @classmethod
+    def check_config(cls, cfg: DictConfig, d_sae: int) -> None:
+        k = cfg.sparsity.k
+        if not isinstance(k, int) or isinstance(k, bool):
+            raise SettingError(f"sparsity.k={k} must be a whole number")
+        if k < 1:
+            raise SettingError(f"sparsity.k={k} must be at least 1")
+        if k > d_sae:
+            raise SettingError(f"sparsity.k={k} is larger than the dictionary (d_sae={d_sae})")
+
+    def enable_fast_path(self, setting: bool | str, device: torch.device) -> bool:
+        self.sparse_decode = sparse_decode_enabled(setting, device, self.k, self.d_sae)
+        return self.sparse_decode
+
+    def forward(self, x_BD: Tensor) -> SAEOutput:
+        if self.sparse_decode:
+            return sparse_topk_forward(self, x_BD)
+        return super().forward(x_BD)
 
     def activation(self, pre_acts_BF: Tensor) -> Tensor:
         return keep_top_k(pre_acts_BF, self.k)

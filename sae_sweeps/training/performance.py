@@ -20,16 +20,15 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import os
 import sys
-import types
 from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
 import torch
 
-from sae_sweeps.saes.sparse_decode import sparse_decode_enabled, sparse_topk_forward
-from sae_sweeps.saes.topk import TopKSAE
+from sae_sweeps.run_config import wants_cuda
 
 Switch = bool | str  # True, False or "auto"
 
@@ -63,15 +62,17 @@ def _on(switch: Switch, cuda: bool, name: str) -> bool:
     return bool(switch)
 
 
-def uses_cuda(cfg: Any) -> bool:
-    accelerator = str(cfg.get("trainer", {}).get("accelerator", "auto"))
-    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+def device_for(cfg: Any) -> torch.device:
+    """Where this process runs the LM and the SAE: the device Lightning gives its rank."""
+    if wants_cuda(cfg, torch.cuda.is_available()):
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
 
 
 def configure_process(cfg: Any) -> PerformanceSettings:
     """Process-wide settings: TF32 matmuls on CUDA, CPU threads. Call before the LM runs."""
     settings = settings_from_cfg(cfg)
-    cuda = uses_cuda(cfg)
+    cuda = device_for(cfg).type == "cuda"
     if cuda:
         tf32 = _on(settings.tf32, cuda, "tf32")
         torch.backends.cuda.matmul.allow_tf32 = tf32
@@ -120,15 +121,6 @@ def autocast_step(training_step, device_type: str, dtype: torch.dtype = torch.bf
     return step
 
 
-def enable_sparse_decode(sae: torch.nn.Module, setting: Switch, device: torch.device) -> bool:
-    """Give a plain TopKSAE the sparse forward of saes/sparse_decode.py where that pays.
-    Subclasses with their own activation (BatchTopK, Matryoshka...) keep theirs."""
-    if type(sae) is not TopKSAE or not sparse_decode_enabled(setting, device, sae.k, sae.d_sae):
-        return False
-    sae.forward = types.MethodType(sparse_topk_forward, sae)
-    return True
-
-
 class PerformanceCallback(L.Callback):
     """Applies `train.performance` to the module once it sits on its device (on_fit_start);
     records what it did in `self.applied`."""
@@ -144,7 +136,7 @@ class PerformanceCallback(L.Callback):
         cuda = device.type == "cuda"
         sae = getattr(pl_module, "sae", None)
         if sae is not None:
-            self.applied["sparse_decode"] = enable_sparse_decode(sae, self.settings.sparse_decode, device)
+            self.applied["sparse_decode"] = sae.enable_fast_path(self.settings.sparse_decode, device)
         if _on(self.settings.bf16_autocast, cuda, "bf16_autocast"):
             pl_module.training_step = autocast_step(pl_module.training_step, device.type)
             self.applied["bf16_autocast"] = True

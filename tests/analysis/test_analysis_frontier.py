@@ -51,5 +51,5 @@ def test_rows_missing_x_or_y_are_ignored():
 
 
 def test_unknown_metric_error_lists_the_valid_metrics():
-    with pytest.raises(AnalysisError, match=r"unknown metric 'l1'.*valid metrics: l0, alive_latents"):
+    with pytest.raises(AnalysisError, match=r"unknown metric 'l1'.*valid metrics: l0, fvu"):
         pareto_frontier(points((10, 0.5)), x="l1")

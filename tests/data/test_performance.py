@@ -12,7 +12,6 @@ from sae_sweeps.training.performance import (
     PerformanceSettings,
     autocast_step,
     configure_process,
-    enable_sparse_decode,
     keep_freed_memory,
     settings_from_cfg,
 )
@@ -39,11 +38,11 @@ def test_sparse_decode_switch_keeps_the_topk_sae_s_outputs():
     sae = TopKSAE(d_in=32, d_sae=1024, k=8)
     x = torch.randn(64, 32)
     dense = sae(x)
-    assert enable_sparse_decode(sae, "auto", torch.device("cpu"))
+    assert sae.enable_fast_path("auto", torch.device("cpu"))
     sparse = sae(x)
     torch.testing.assert_close(sparse.reconstruction_BD, dense.reconstruction_BD)
     assert torch.equal(sparse.latents_BF, dense.latents_BF)
-    assert not enable_sparse_decode(TopKSAE(d_in=32, d_sae=64, k=32), "auto", torch.device("cpu"))  # k too large
+    assert not TopKSAE(d_in=32, d_sae=64, k=32).enable_fast_path("auto", torch.device("cpu"))  # k too large
 
 
 def test_autocast_wrapper_runs_the_step_under_autocast():

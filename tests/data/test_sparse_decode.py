@@ -5,14 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sae_sweeps.saes.sparse_decode import SparseTopKSAE, sparse_decode, sparse_decode_enabled
+from sae_sweeps.saes.sparse_decode import sparse_decode, sparse_decode_enabled
 from sae_sweeps.saes.topk import TopKSAE
 
 
 def pair(d_in=16, d_sae=96, k=4, dtype=torch.float64):
     torch.manual_seed(0)
     dense = TopKSAE(d_in=d_in, d_sae=d_sae, k=k, aux_k=8).to(dtype)
-    sparse = SparseTopKSAE(d_in=d_in, d_sae=d_sae, k=k, aux_k=8, sparse_decode=True).to(dtype)
+    sparse = TopKSAE(d_in=d_in, d_sae=d_sae, k=k, aux_k=8).to(dtype)
+    assert sparse.enable_fast_path(True, torch.device("cpu"))
     sparse.load_state_dict(dense.state_dict())
     with torch.no_grad():
         for sae in (dense, sparse):

@@ -114,8 +114,8 @@ def test_target_l0_penalty_is_a_smoothed_absolute_distance_with_bounded_slope():
 
 
 def test_target_l0_becomes_the_sweep_knob():
-    assert JumpReLUSAE(4, 6, target_l0=3).sparsity_knob == "target_l0"
-    assert JumpReLUSAE(4, 6).sparsity_knob == "coefficient"
+    assert JumpReLUSAE(4, 6, target_l0=3).sparsity_setting(0.5) == ("target_l0", 3.0)
+    assert JumpReLUSAE(4, 6).sparsity_setting(0.5) == ("coefficient", 0.5)
 
 
 def test_thresholds_are_raw_parameters_clamped_at_zero_after_a_step():

@@ -1,0 +1,38 @@
+"""Values every part of a run derives from the composed config the same way (no torch: the config
+checks use them before anything heavy is imported)."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from sae_sweeps.models.hook_point import HookPoint
+
+
+def dictionary_size(cfg: DictConfig, d_in: int) -> int:
+    """`sae_arch.d_sae` if set, else `sae_arch.expansion_factor` x the input width."""
+    return int(cfg.sae_arch.d_sae) if cfg.sae_arch.d_sae else int(cfg.sae_arch.expansion_factor * d_in)
+
+
+def preset_width(cfg: DictConfig, hook: HookPoint) -> int:
+    """The activation width at a hook according to the model preset (checked once the model loads)."""
+    inside_mlp = ".mlp.hook_" in hook.name
+    return int(cfg.model.d_mlp if inside_mlp else cfg.model.d_model)
+
+
+def dead_window_tokens(cfg: DictConfig) -> int:
+    """Latents silent this long count as dead: `train.dead_window_tokens`, or by default a quarter
+    of the budget capped at the 10M tokens of Gao et al. 2024."""
+    if cfg.train.dead_window_tokens:
+        return int(cfg.train.dead_window_tokens)
+    return max(1, min(10_000_000, cfg.train.tokens // 4))
+
+
+def every_n_steps(fraction: float | None, n_steps: int) -> int:
+    """Steps between periodic events that happen every `fraction` of training (0: never)."""
+    return max(1, int(fraction * n_steps)) if fraction else 0
+
+
+def wants_cuda(cfg: DictConfig | dict, cuda_available: bool) -> bool:
+    """Whether this run trains on a GPU: `trainer.accelerator` gpu/cuda, or auto with one present."""
+    accelerator = str((cfg.get("trainer") or {}).get("accelerator", "auto"))
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and cuda_available)

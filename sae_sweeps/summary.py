@@ -1,0 +1,180 @@
+"""What a run reports, declared once: the evaluator returns `HeldOutMetrics`, a finished run writes
+a `RunSummary` as summary.json (and to wandb), and the analysis reads its columns, axes and console
+headline from the same fields. A new metric is one field here (and the code that computes it).
+
+Standard library only: `analysis` imports this without torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, NamedTuple
+
+SUMMARY_VERSION = 2
+"""Bumped whenever a field changes meaning or goes away (1: before the contract was declared here)."""
+SUMMARY_FILENAME = "summary.json"
+FAILURE_FILENAME = "failure.json"
+COMPLETED = "completed"
+
+
+def axis(label: str, higher_is_better: bool = False, headline: bool = False) -> Any:
+    """A field that can be a frontier axis (`label` with units); `headline` ones are printed at the end of a run."""
+    return field(metadata={"axis_label": label, "higher_is_better": higher_is_better, "headline": headline})
+
+
+def headline(**metadata: Any) -> Any:
+    """A field printed at the end of a run but never an axis."""
+    return field(metadata={"headline": True, **metadata})
+
+
+@dataclass(frozen=True)
+class HeldOutMetrics:
+    """Held-out metrics of one SAE from one pass of the evaluator (docs/method.md#metrics)."""
+
+    l0: float = axis("L0 (active latents per token)", headline=True)
+    """Mean number of active latents per ordinary held-out token."""
+    fvu: float = axis("FVU (fraction of variance unexplained)", headline=True)
+    """sum ||x - x_hat||^2 / sum ||x - mean(x)||^2 (variance about the mean, not about zero)."""
+    explained_variance: float = axis("Explained variance (fraction)", higher_is_better=True)
+    """1 - fvu."""
+    ce_loss_clean: float = axis("CE loss of the clean LM (nats/token)")
+    """Next-token cross-entropy of the unmodified LM, in nats."""
+    ce_loss_sae: float = axis("CE loss with SAE spliced in (nats/token)")
+    """Cross-entropy with the SAE's reconstruction spliced in at the hook."""
+    ce_loss_zero_ablation: float = axis("CE loss with the hook zero-ablated (nats/token)")
+    """Cross-entropy with the hook's activation set to zero."""
+    ce_loss_increase: float = axis("CE loss increase (nats/token)", headline=True)
+    """ce_loss_sae - ce_loss_clean."""
+    ce_loss_recovered: float = axis("CE loss recovered (fraction)", higher_is_better=True, headline=True)
+    """(ce_loss_zero_ablation - ce_loss_sae) / (ce_loss_zero_ablation - ce_loss_clean)."""
+    kl: float = axis("KL(P_clean || P_sae) (nats/token)", headline=True)
+    """Mean per-token KL(P_clean || P_sae), in nats."""
+    dense_fraction: float = axis("Dense latents (fraction)")
+    """Fraction of latents firing on more than 10% of held-out tokens."""
+    eval_tokens: int = field()
+    """Ordinary (non-special) held-out tokens the metrics average over."""
+    feature_density_histogram: dict = field(repr=False, metadata={"scalar": False})
+    """log10 firing-frequency histogram over held-out tokens; never-fired latents counted apart."""
+
+    def scalars(self) -> dict[str, float]:
+        """The metrics as name -> number (the histogram left out)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.metadata.get("scalar", True)}
+
+
+@dataclass(frozen=True)
+class TrainingRecord:
+    """What training itself measured."""
+
+    dead_fraction: float = axis("Dead latents (fraction)", headline=True)
+    """Latents that did not fire within the last `dead_window_tokens` training tokens."""
+    alive_latents: int = axis("Alive latents (count)")
+    """d_sae x (1 - dead_fraction), rounded."""
+    dead_window_tokens: int = field()
+    """The window behind dead_fraction (at most the tokens trained)."""
+    tokens_trained: int = headline()
+    """Tokens the SAE was trained on, over every data-parallel rank."""
+    train_seconds: float = headline()
+    """Wall time in training steps, summed over every (re)start of the job."""
+    train_loss_start: float = field()
+    """Mean training loss over the first tenth of the steps."""
+    train_loss_end: float = field()
+    """Mean training loss over the last tenth of the steps."""
+
+
+@dataclass(frozen=True)
+class RunChoices:
+    """What was trained: the config choices a table or a frontier groups by."""
+
+    model: str
+    """The `model` preset's name."""
+    hook: str
+    """The hook point's transformer_lens name."""
+    hook_layer: int
+    """The block the hook belongs to."""
+    sae_arch: str
+    """The `sae_arch` choice."""
+    loss: str
+    """The `loss` choice."""
+    sparsity_knob: str
+    """The setting that sets this run's L0: `coefficient`, `k` or `target_l0`."""
+    sparsity_value: float
+    """That setting's value."""
+    sparsity_coefficient: float
+    """`sparsity.coefficient` (unused by architectures without a penalty)."""
+    d_in: int
+    """Activation width at the hook."""
+    d_sae: int
+    """Dictionary size."""
+    seed: int
+    """`train.seed`."""
+    sweep_id: str | None
+    """The sweep directory shared by a sweep's members (None for a single run)."""
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One finished run: summary.json, flat, every field below at the top level."""
+
+    choices: RunChoices
+    """What was trained."""
+    held_out: HeldOutMetrics
+    """The final held-out evaluation."""
+    training: TrainingRecord
+    """What training measured."""
+    config_fingerprint: str
+    """Hash of every config value that changes the result (sae_sweeps/run_directory.py)."""
+    run_dir: str
+    """Where the run's files are."""
+    config: dict
+    """The resolved config."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "summary_version": SUMMARY_VERSION,
+            "status": COMPLETED,
+            **self.held_out.scalars(),
+            **asdict(self.training),
+            **asdict(self.choices),
+            "config_fingerprint": self.config_fingerprint,
+            "run_dir": self.run_dir,
+            "feature_density_histogram": self.held_out.feature_density_histogram,
+            "config": self.config,
+        }
+
+
+def _scalar_fields(cls: type) -> list:
+    return [f for f in fields(cls) if f.metadata.get("scalar", True)]
+
+
+CHOICE_KEYS: tuple[str, ...] = tuple(f.name for f in fields(RunChoices))
+"""Summary keys that say what was trained."""
+METRIC_KEYS: tuple[str, ...] = tuple(f.name for cls in (HeldOutMetrics, TrainingRecord) for f in _scalar_fields(cls))
+"""Summary keys that hold numbers measured by the run."""
+HEADLINE_KEYS: tuple[str, ...] = tuple(
+    f.name for cls in (HeldOutMetrics, TrainingRecord) for f in fields(cls) if f.metadata.get("headline")
+)
+"""Printed at the end of a run and of a sweep."""
+INTEGER_KEYS: frozenset[str] = frozenset(
+    f.name for cls in (RunChoices, HeldOutMetrics, TrainingRecord) for f in fields(cls) if str(f.type).startswith("int")
+)
+TEXT_KEYS: frozenset[str] = frozenset(f.name for f in fields(RunChoices) if str(f.type).startswith("str"))
+
+
+class Metric(NamedTuple):
+    """A summary metric that can be an axis of a frontier."""
+
+    name: str
+    """Key in summary.json and column in the runs table."""
+    label: str
+    """Axis label, with units."""
+    higher_is_better: bool
+    """Direction of improvement; the frontier keeps the best points in this direction."""
+
+
+AXIS_METRICS: dict[str, Metric] = {
+    f.name: Metric(f.name, f.metadata["axis_label"], f.metadata["higher_is_better"])
+    for cls in (HeldOutMetrics, TrainingRecord)
+    for f in fields(cls)
+    if "axis_label" in f.metadata
+}
+"""Every metric a frontier can put on an axis, by name."""
