@@ -1,5 +1,5 @@
 """Wall time of one e2e (and e2e+ds) training step relative to one local step, next to the ratio
-the cost model of SAE_BRIEF section 6 predicts.
+the cost model of docs/method.md#cost-model predicts.
 
     python benchmarks/e2e_step_cost.py                         # model=tiny, seconds
     python benchmarks/e2e_step_cost.py --model smollm2_135m    # the real offline model (minutes on 2 cores)
@@ -30,7 +30,7 @@ the causal saving, as in Kaplan et al.):
         + A
   e2e+ds adds a squared error per later block (~3 d per block, negligible).
 Ratios are of FLOPs per token; the script also reports each step's achieved FLOP/s as a fraction of
-the machine's measured dense-matmul FLOP/s (the brief's efficiency).
+the machine's measured dense-matmul FLOP/s (docs/method.md#cost-model).
 """
 
 from __future__ import annotations

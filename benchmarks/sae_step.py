@@ -3,7 +3,7 @@
     python benchmarks/sae_step.py --arch topk --d-model 576 --d-sae 4608 --batch 4096 --k 32
 
 The step is what the trainer does per batch: loss forward, backward, the decoder-gradient
-projection, Adam, decoder renormalisation, firing statistics. Cost model (SAE_BRIEF section 6):
+projection, Adam, decoder renormalisation, firing statistics. Cost model (docs/method.md#cost-model):
 10 * d_model * d_sae FLOPs per token; efficiency = that / the measured FLOP/s of a
 [batch x d_model] @ [d_model x d_sae] matmul (same dtype, same timing basis). Architectures:
 

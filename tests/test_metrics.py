@@ -1,4 +1,4 @@
-"""Each metric of SAE_BRIEF section 4 on numbers worked out by hand."""
+"""Each metric of docs/method.md#metrics on numbers worked out by hand."""
 
 import math
 
@@ -14,7 +14,7 @@ def test_fvu_divides_by_variance_about_the_mean_not_about_zero():
     x_hat = torch.tensor([[1.0, 1.0], [3.0, 4.0]], dtype=torch.float64)  # squared error 1
     fvu = metrics.fraction_of_variance_unexplained(1.0, x.sum(0), float(x.pow(2).sum()), 2)
     assert fvu == pytest.approx(1 / 4)
-    # Variance about zero (sum ||x||^2 = 30) would have claimed 1/30: the pitfall the brief names.
+    # Variance about zero (sum ||x||^2 = 30) would have claimed 1/30: docs/method.md#fvu-about-zero.
     assert fvu != pytest.approx(1 / 30)
     assert float((x - x_hat).pow(2).sum()) == 1.0
 

@@ -1,4 +1,4 @@
-"""The metrics of SAE_BRIEF section 4, as small pure functions (tested on hand-computed numbers)."""
+"""The metrics of docs/method.md#metrics, as small pure functions (tested on hand-computed numbers)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The one interface every SAE architecture implements: encode, decode, and its loss terms.
 
 Shapes: B tokens in a batch, D = d_in (the model's width at the hook), F = d_sae (dictionary size).
-Forward pass (SAE_BRIEF section 1): f = act(W_enc (x - b_dec) + b_enc), x_hat = W_dec^T f + b_dec.
+Forward pass (docs/method.md#forward-pass): f = act(W_enc (x - b_dec) + b_enc), x_hat = W_dec^T f + b_dec.
 
 What belongs to an architecture lives in its class: its nonlinearity and loss terms, the setting
 that sets its L0 (`sparsity_setting`), the checks on that setting (`check_config`) and any fast

@@ -2,7 +2,7 @@
 trained with straight-through pseudo-derivatives (rectangle kernel, bandwidth eps).
 
 f_i = z_i * H(z_i - theta_i), z = W_enc (x - b_dec) + b_enc. Both the jump and the L0 count are
-piecewise constant in theta; their pseudo-derivatives (SAE_BRIEF section 2) are
+piecewise constant in theta; their pseudo-derivatives (docs/method.md#jumprelu) are
     d/dtheta JumpReLU(z, theta) = -(theta / eps) K((z - theta) / eps)
     d/dtheta H(z - theta)       = -(1 / eps)     K((z - theta) / eps),    K(u) = 1{|u| < 1/2}
 and the gradient with respect to z is the ordinary mask H(z - theta) for JumpReLU (and zero for
@@ -10,7 +10,7 @@ the step: the L0 term trains the thresholds only).
 
 The threshold is stored raw, not as log(theta): Adam moves a raw parameter by ~lr per step
 whatever its size, whereas log-parameterised thresholds move by ~theta * lr and barely respond to
-the sparsity coefficient (the brief's pitfall).
+the sparsity coefficient (docs/method.md#log-parameterised-jumprelu-thresholds).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from sae_sweeps.saes.base import SAEOutput, SparseAutoencoder
 
 
 class ReLUSAE(SparseAutoencoder):
-    """f = ReLU(pre); penalty sum_i f_i ||W_dec_i|| per token (shrinks activations; see brief)."""
+    """f = ReLU(pre); penalty sum_i f_i ||W_dec_i|| per token (shrinks activations; docs/method.md#relu)."""
 
     architecture: ClassVar[str] = "relu"
     saelens_architecture: ClassVar[str] = "standard"

@@ -1,4 +1,4 @@
-"""JumpReLU: the straight-through pseudo-derivatives of SAE_BRIEF section 2, on hand-built inputs."""
+"""JumpReLU: the straight-through pseudo-derivatives of docs/method.md#jumprelu, on hand-built inputs."""
 
 import pytest
 import torch
