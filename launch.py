@@ -19,7 +19,6 @@ from omegaconf import DictConfig
 
 from sae_sweeps import run_directory
 from sae_sweeps.config_checks import ConfigError, check_config, check_group_choices
-from sae_sweeps.run_logging import one_line_error, write_failure
 from sae_sweeps.summary import HEADLINE_KEYS
 from sae_sweeps.sweeps import add_sweep_dir
 
@@ -52,8 +51,8 @@ def main(cfg: DictConfig) -> float | None:
     except Exception as err:  # one member's failure must not take the sweep (or its results) down
         # A refused directory belongs to another run: nothing is written into it.
         if global_rank() == 0 and not isinstance(err, run_directory.RunDirectoryConflict):
-            write_failure(run_dir, err)
-        message = f"config error: {err}" if isinstance(err, ConfigError) else one_line_error(err)
+            run_directory.write_failure(run_dir, err)
+        message = f"config error: {err}" if isinstance(err, ConfigError) else run_directory.one_line_error(err)
         if multirun:
             log.error("%s failed: %s (details in %s/failure.json)", run_dir, message, run_dir)
             return None

@@ -21,8 +21,8 @@ from sae_sweeps.evaluation.evaluator import Evaluator
 from sae_sweeps.losses import SAELoss
 from sae_sweeps.models import HookError, HookPoint, LanguageModel
 from sae_sweeps.run_config import dead_window_tokens, dictionary_size, every_n_steps, preset_width
-from sae_sweeps.run_directory import CHECKPOINT_FINGERPRINT_KEY, config_fingerprint
-from sae_sweeps.run_logging import log_summary_to_wandb, write_json_atomically
+from sae_sweeps.run_directory import CHECKPOINT_FINGERPRINT_KEY, config_fingerprint, write_json_atomically
+from sae_sweeps.run_logging import log_summary_to_wandb
 from sae_sweeps.saes import SparseAutoencoder
 from sae_sweeps.saes.io import save_sae
 from sae_sweeps.summary import SUMMARY_FILENAME, HeldOutMetrics, RunChoices, RunSummary, TrainingRecord

@@ -1,4 +1,4 @@
-"""A run's directory belongs to one config.
+"""A run's directory: the config it belongs to, and the records it keeps (summary.json, failure.json).
 
 Everything that changes a run's result is hashed into its config fingerprint, stored in its
 checkpoints and its summary. A job that finds a finished summary with its own fingerprint (a
@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -118,3 +120,32 @@ def _read_json(path: Path) -> dict[str, Any]:
         return json.loads(path.read_text()) if path.is_file() else {}
     except (json.JSONDecodeError, UnicodeDecodeError):
         return {}
+
+
+def write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
+    """A reader never sees half a file: write beside it, then rename over it."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    tmp.replace(path)
+
+
+def one_line_error(error: BaseException) -> str:
+    """The root cause in one line: wrappers such as Hydra's InstantiationException hide it."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"
+
+
+def write_failure(run_dir: Path, error: BaseException) -> Path:
+    """Record why a run failed, beside whatever it had already saved."""
+    path = run_dir / FAILURE_FILENAME
+    write_json_atomically(
+        path,
+        {
+            "status": "failed",
+            "error": one_line_error(error),
+            "traceback": "".join(traceback.format_exception(error)),
+        },
+    )
+    return path

@@ -1,4 +1,4 @@
-"""Running launch.py as a user would, from tests."""
+"""Composing configs and running launch.py as a user would, from tests."""
 
 from __future__ import annotations
 
@@ -8,9 +8,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
 from sae_sweeps.summary import CHOICE_KEYS, METRIC_KEYS, SUMMARY_VERSION
 
 REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+
+
+def compose_config(overrides: list[str], return_hydra_config: bool = False) -> DictConfig:
+    """The config launch.py would compose for these overrides (no model or data is loaded)."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides, return_hydra_config=return_hydra_config)
 
 
 def run_launch(args: list[str], cwd: Path, cache: Path, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -1,20 +1,13 @@
 """Config composition of every group, and every bad input caught before the model loads."""
 
-from pathlib import Path
-
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from sae_sweeps.config_checks import ConfigError, check_config, check_group_choices
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+from launch_helpers import CONF, compose_config
+
 GROUPS = ["model", "hook", "sae_arch", "loss", "sparsity", "data", "trainer", "logger"]
-
-
-def compose_config(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
 
 
 def options(group: str) -> list[str]:

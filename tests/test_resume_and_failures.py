@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from sae_sweeps.losses.local import LocalLoss
 from sae_sweeps.run import train
@@ -20,16 +19,11 @@ from sae_sweeps.sweeps import add_sweep_dir, sweep_key
 from sae_sweeps.training.checkpointing import checkpoint_path, resumable_checkpoint
 from sae_sweeps.training.module import NonFiniteLossError
 
-from launch_helpers import REPO
+from launch_helpers import REPO, compose_config
 
 TINY = ["model=tiny", "train.tokens=20000", "train.batch_size=512", "logger=none"]
 COMPARED = ("l0", "fvu", "ce_loss_sae", "ce_loss_increase", "kl", "dead_fraction", "dense_fraction",
             "tokens_trained", "train_loss_start", "train_loss_end")
-
-
-def compose_config(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
 
 
 def test_a_run_stopped_by_slurms_warning_signal_resumes_to_the_same_summary(tmp_path, cache_dir):

@@ -10,7 +10,6 @@ import hydra
 import lightning as L
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from torch import Tensor
 from torch.utils.data import DataLoader
 
@@ -23,7 +22,8 @@ from sae_sweeps.splicing import next_token_mask, splice_sae
 from sae_sweeps.training.module import SAETrainingModule
 from sae_sweeps.training.schedules import Schedule
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
+from launch_helpers import CONF, compose_config
+
 D = 16  # the small LM's d_model (conftest.SMALL_LM)
 
 
@@ -232,8 +232,7 @@ def _sae_arch_names() -> list[str]:
 def test_every_architecture_trains_end_to_end(make_tokens, small_lm, arch):
     """Property: every `sae_arch` config works with e2e and e2e_ds unchanged: the loss (KL, sparsity
     and auxiliary terms) is finite and backpropagates into the SAE's parameters only."""
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        cfg = compose("config", overrides=["model=tiny", f"sae_arch={arch}", "sparsity.k=4", "logger=none"])
+    cfg = compose_config(["model=tiny", f"sae_arch={arch}", "sparsity.k=4", "logger=none"])
     sae = hydra.utils.instantiate(cfg.sae_arch.module, d_in=D, d_sae=4 * D)
     dead = torch.zeros(sae.d_sae, dtype=torch.bool)
     dead[::3] = True  # exercise auxiliary losses that revive dead latents
@@ -260,9 +259,8 @@ def test_topk_auxiliary_term_is_included(make_tokens, small_lm):
 def test_loss_configs_build_the_losses(make_tokens, name, cls, kl, beta):
     """Property: conf/loss/{e2e,e2e_ds}.yaml build the right class with the paper's coefficients,
     settable as loss.kl_coefficient / loss.beta."""
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        cfg = compose("config", overrides=[f"loss={name}", "loss.kl_coefficient=0.25"])
-        default = compose("config", overrides=[f"loss={name}"])
+    cfg = compose_config([f"loss={name}", "loss.kl_coefficient=0.25"])
+    default = compose_config([f"loss={name}"])
     assert default.loss.name == name
     loss = hydra.utils.instantiate(default.loss.module)
     assert type(loss) is cls and loss.input_kind == "tokens" and loss.kl_coefficient == kl

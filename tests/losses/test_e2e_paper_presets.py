@@ -6,22 +6,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from sae_sweeps.config_checks import check_config, d_sae_for
+from sae_sweeps.config_checks import check_config
+from sae_sweeps.run_config import dictionary_size
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
+from launch_helpers import compose_config
+
 LAYERS = {2: 2.5, 6: 2.5, 10: 0.05}  # layer -> the paper's downstream coefficient
 LOSSES = ("local", "e2e", "e2e_ds")
 
 
 def compose_preset(layer: int, *overrides: str, hydra_cfg: bool = False):
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        return compose(
-            "config", overrides=[f"+experiment=e2e_paper_gpt2_layer{layer}", *overrides], return_hydra_config=hydra_cfg
-        )
+    return compose_config([f"+experiment=e2e_paper_gpt2_layer{layer}", *overrides], return_hydra_config=hydra_cfg)
 
 
 def sweep_values(params) -> dict[str, list]:
@@ -40,7 +38,7 @@ def test_preset_holds_the_papers_settings(layer):
     assert cfg.model.name == "gpt2" and cfg.model.n_layers == 12 and cfg.model.d_model == 768
     assert cfg.hook.name == f"blocks.{layer}.hook_resid_pre"
     assert cfg.sae_arch.name == "relu" and cfg.sae_arch.expansion_factor == 60
-    assert d_sae_for(cfg, cfg.model.d_model) == 46080
+    assert dictionary_size(cfg, cfg.model.d_model) == 46080
     assert cfg.train.lr == 5e-4 and cfg.train.lr_warmup_fraction > 0 and cfg.train.lr_final_fraction == 0.1
     assert cfg.trainer.gradient_clip_val == 10.0
     assert cfg.data.context_size == 1024 and cfg.train.batch_size == 16 * 1024
