@@ -6,8 +6,6 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from sae_sweeps.config_checks import ConfigError
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
@@ -44,13 +42,3 @@ def add_sweep_dir(argv: list[str], multirun_root: Path = Path("multirun")) -> li
             raise ConfigError(f"resume=true: no earlier sweep of this command (key {key}) under {multirun_root}/")
         return [*argv, f"hydra.sweep.dir={earlier[-1]}"]
     return [*argv, f"hydra.sweep.dir={multirun_root}/${{now:%Y-%m-%d}}/${{now:%H-%M-%S}}-{key}"]
-
-
-def gpus_per_node(accelerator: str, devices: int) -> int | None:
-    """SLURM GPUs for a job whose trainer runs on `devices` GPUs (none for a CPU trainer)."""
-    return None if accelerator == "cpu" else int(devices)
-
-
-def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("gpus_per_node"):
-        OmegaConf.register_new_resolver("gpus_per_node", gpus_per_node)
