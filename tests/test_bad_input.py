@@ -1,0 +1,66 @@
+"""The table of bad inputs: each is refused with one line naming the key or file, exit status 2,
+before any model or data loads. Grow the table whenever a new one is found."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sae_sweeps.config_checks import ConfigError, check_config
+
+from launch_helpers import REPO, compose_config
+
+TINY = ["model=tiny", "logger=none"]
+
+BAD_INPUTS: dict[str, tuple[list[str], str]] = {
+    # name: (overrides, the one line launch.py prints)
+    "unknown architecture": (["sae_arch=nope"], "sae_arch=nope is not an option; available: batchtopk, gated, jumprelu, matryoshka, relu, topk"),
+    "k that is not a number": (["sparsity.k=abc"], "sparsity.k=abc must be a whole number"),
+    "k larger than the dictionary": (["sparsity.k=100000"], "sparsity.k=100000 is larger than the dictionary (d_sae=512)"),
+    "k of zero": (["sparsity.k=0"], "sparsity.k=0 must be at least 1"),
+    "negative coefficient": (["sae_arch=relu", "sparsity.coefficient=-0.1"], "sparsity.coefficient=-0.1 must be >= 0"),
+    "JumpReLU target beyond the dictionary": (["sae_arch=jumprelu", "sparsity.target_l0=1000"], "sparsity.target_l0=1000 must be a number in (0, d_sae=512]"),
+    "no GPUs": (["trainer.devices=0"], "trainer.devices=0 must be a number >= 1, a list of device ids, or auto"),
+    "unknown precision": (["trainer.precision=banana"], "trainer.precision=banana is not a precision Lightning knows; use one of 64-true, 32-true, 16-true, bf16-true, 16-mixed, bf16-mixed"),
+    "unknown wandb mode": (["logger=wandb", "logger.mode=bogus"], "logger.mode=bogus must be one of online, offline, disabled, shared"),
+    "every document held out": (["data.holdout_every=0"], "data.holdout_every=0 must be >= 2"),
+    "no held-out contexts": (["data.eval_contexts=0"], "data.eval_contexts=0 must be >= 1"),
+    "context longer than the model takes": (["data.context_size=100000"], "data.context_size=100000 is longer than tiny takes (model.n_ctx=256)"),
+    "context of one token": (["data.context_size=1"], "data.context_size=1 must be >= 2"),
+    "zero expansion factor": (["sae_arch.expansion_factor=0"], "sae_arch.expansion_factor=0 must be > 0"),
+    "negative hook layer": (["hook.layer=-1"], "hook.layer=-1 is out of range: tiny has layers 0..1"),
+    "hook layer past the last block": (["hook.layer=2"], "hook.layer=2 is out of range: tiny has layers 0..1"),
+    "hook the model does not have": (["hook=custom", "hook.name=blocks.0.hook_nonsense"], "hook.name='blocks.0.hook_nonsense' is not a per-token block hook; expected blocks.<layer>.<one of hook_resid_pre, hook_resid_mid, hook_resid_post, hook_mlp_out, hook_attn_out, hook_mlp_in, hook_attn_in, mlp.hook_pre, mlp.hook_post, ln1.hook_normalized, ln2.hook_normalized>"),
+    "missing data path": (["data.path=/does/not/exist"], "data.path=/does/not/exist: no such file or folder, or no .txt/.jsonl/.json files in it"),
+    "budget smaller than one batch": (["train.tokens=100"], "train.tokens=100 is smaller than one batch (train.batch_size=1024)"),
+    "zero learning rate": (["train.lr=0"], "train.lr=0 must be > 0"),
+    "resume that is not a yes or no": (["resume=maybe"], "resume=maybe must be true or false"),
+}
+
+
+@pytest.mark.parametrize("name", [n for n, (overrides, _) in BAD_INPUTS.items() if not overrides[0].startswith(("sae_arch=nope", "resume="))])
+def test_check_config_refuses_it_with_the_tables_line(name):
+    overrides, line = BAD_INPUTS[name]
+    with pytest.raises(ConfigError) as err:
+        check_config(compose_config([*TINY, *overrides]))
+    assert str(err.value) == line
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", BAD_INPUTS)
+def test_launch_refuses_it_in_one_line_with_exit_2_before_anything_loads(name, tmp_path: Path):
+    overrides, line = BAD_INPUTS[name]
+    cache = tmp_path / "cache"  # the tiny model is built here when it loads: it must stay empty
+    env = os.environ | {"SAE_SWEEPS_CACHE": str(cache), "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "launch.py"), *TINY, *overrides, f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"error: config error: {line}"]
+    assert proc.stdout == ""
+    assert not cache.exists() or not any(cache.rglob("*")), "something loaded before the input was refused"
