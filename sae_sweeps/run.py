@@ -15,8 +15,8 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
 from sae_sweeps.config_checks import check_config, d_sae_for, expected_width
-from sae_sweeps.data.datamodule import SAEData, input_scale_for, loader
-from sae_sweeps.data.batch_selection import RankSlice
+from sae_sweeps.data.corpus import Corpus, input_scale_for, loader
+from sae_sweeps.data.streams import RankSlice
 from sae_sweeps.evaluation.evaluator import EvalMetrics, Evaluator
 from sae_sweeps.losses import SAELoss
 from sae_sweeps.models import HookError, HookPoint, LanguageModel
@@ -61,7 +61,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if d_in != expected_width(cfg, hook):
         raise HookError(f"model preset {cfg.model.name}: says width {expected_width(cfg, hook)} but {hook.name} has {d_in}")
 
-    data = SAEData(cfg.data, model)
+    data = Corpus(cfg.data, model)
     loss: SAELoss = hydra.utils.instantiate(cfg.loss.module)
     loss.bind(model, hook)
     # Seed right before the first random draw, so that nothing before it (a model built on first

