@@ -4,7 +4,7 @@ the sample that sets the input scale, and the batch stream the loss asks for."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from functools import partial
 from itertools import islice
 from pathlib import Path
@@ -28,6 +28,7 @@ class Corpus:
     def __init__(self, data: DictConfig, model: LanguageModel) -> None:
         self.cfg, self.model = data, model
         self.dataset = text.load_text_dataset(data)
+        self.split_by_context = text.splits_by_context(self.dataset, data.holdout_every)
         self.activation_cache_root: Path | None = None  # set by use_activation_cache
         self.steps: int | None = None
         self.model_hf_name: str | None = None
@@ -46,9 +47,17 @@ class Corpus:
         self.model_hf_name = cfg.model.get("hf_name")
 
     def contexts(self, held_out: bool) -> Iterator[Tensor]:
-        docs = text.iter_documents(self.dataset, self.cfg.shuffle_seed, held_out, self.cfg.holdout_every)
+        """The held-out or the training contexts: whole documents apart, or for a corpus of few
+        documents, every `holdout_every`-th context apart (text.splits_by_context)."""
+        seed, every = self.cfg.shuffle_seed, self.cfg.holdout_every
+        if self.split_by_context:
+            documents = text.non_blank(text.shuffled_documents(self.dataset, seed))
+            return text.holdout_part(self._pack(documents), every, held_out)
+        return self._pack(text.iter_documents(self.dataset, seed, held_out, every))
+
+    def _pack(self, documents: Iterable[str]) -> Iterator[Tensor]:
         return pack_contexts(
-            docs, self.model.tokenizer, self.cfg.context_size, self.model.bos_token_id, self.model.eos_token_id
+            documents, self.model.tokenizer, self.cfg.context_size, self.model.bos_token_id, self.model.eos_token_id
         )
 
     def training_contexts(self) -> ContextSource:
@@ -85,7 +94,8 @@ class Corpus:
 
     def activation_cache(self, hook: HookPoint, root: str | Path) -> ActivationCache:
         fields = cache_key_fields(
-            self.model, hook, self.cfg, str(self.cfg.get("activation_cache_dtype") or "float32"), self.model_hf_name
+            self.model, hook, self.cfg, str(self.cfg.get("activation_cache_dtype") or "float32"), self.model_hf_name,
+            self.split_by_context,
         )
         return ActivationCache(root, fields, self.model, hook, self.training_contexts(), self.cfg.lm_batch_size)
 

