@@ -66,7 +66,7 @@ class Corpus:
     def held_out_contexts(self) -> Tensor:
         contexts = list(islice(self.contexts(held_out=True), self.cfg.eval_contexts))
         if not contexts:
-            raise ValueError("data: the held-out documents hold no full context; use more text")
+            raise ValueError("data: the held-out text holds no full context; use more text or a shorter data.context_size")
         return torch.stack(contexts)
 
     def sample_activations(self, hook: HookPoint) -> Tensor:

@@ -40,14 +40,14 @@ def local_text_files(path: str) -> list[str]:
     else:
         files = sorted(globlib.glob(str(p), recursive=True))
     if not files:
-        raise FileNotFoundError(f"data.path={path!r}: no .txt/.jsonl/.json files there")
+        raise FileNotFoundError(f"data.path={path}: no such file or folder, or no .txt/.jsonl/.json files in it")
     return files
 
 
 def _file_format(path: str, files: list[str]) -> str:
     formats = {_FORMAT_BY_SUFFIX.get(Path(f).suffix, "text") for f in files}
     if len(formats) > 1:
-        raise TextSourceError(f"data.path={path!r} mixes text and json files; point it at one kind")
+        raise TextSourceError(f"data.path={path} mixes text and json files; point it at one kind")
     return formats.pop()
 
 
@@ -68,15 +68,15 @@ def check_text_source(path: str, text_column: str = "text") -> None:
         with open(file, "rb") as f:
             head = f.read(SNIFF_BYTES)
             if b"\0" in head:
-                raise TextSourceError(f"data.path={path!r}: {file} is binary (a NUL byte in its first {SNIFF_BYTES} bytes), not text")
+                raise TextSourceError(f"data.path={path}: {file} is binary (a NUL byte in its first {SNIFF_BYTES} bytes), not text")
             if is_json:
                 f.seek(0)
                 has_text |= _check_first_record(path, file, f, text_column)
-            else:
-                has_text |= bool(head.strip())
+            else:  # whitespace up to the sniff's end may still be followed by text
+                has_text |= bool(head.strip()) or bool(f.read(1))
     if not has_text:
         what = f"{files[0]} is empty" if len(files) == 1 else f"all {len(files)} files are empty"
-        raise TextSourceError(f"data.path={path!r}: {what}; there is no text to train on")
+        raise TextSourceError(f"data.path={path}: {what}; there is no text to train on")
 
 
 def _check_first_record(path: str, file: str, f: Any, text_column: str) -> bool:
@@ -97,12 +97,12 @@ def _check_first_record(path: str, file: str, f: Any, text_column: str) -> bool:
     if record is None:
         return False
     if not isinstance(record, dict):
-        raise TextSourceError(f"data.path={path!r}: the first record of {file} is not a JSON object")
+        raise TextSourceError(f"data.path={path}: the first record of {file} is not a JSON object")
     if text_column not in record:
         fields = ", ".join(sorted(record)) or "none"
-        raise TextSourceError(f"data.text_column={text_column!r} is not a field of {file} (its first record has: {fields})")
+        raise TextSourceError(f"data.text_column={text_column} is not a field of {file} (its first record has: {fields})")
     if not isinstance(record[text_column], str):
-        raise TextSourceError(f"data.text_column={text_column!r} in {file} holds {type(record[text_column]).__name__}, not text")
+        raise TextSourceError(f"data.text_column={text_column} in {file} holds {type(record[text_column]).__name__}, not text")
     return True
 
 
@@ -111,7 +111,7 @@ def _first_of_json_document(path: str, file: str, f: Any) -> Any:
     try:
         document = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise TextSourceError(f"data.path={path!r}: {file} is neither JSON lines nor a JSON document") from None
+        raise TextSourceError(f"data.path={path}: {file} is neither JSON lines nor a JSON document") from None
     if isinstance(document, list):
         return document[0] if document else None
     return document

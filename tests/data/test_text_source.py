@@ -32,15 +32,15 @@ BAD_SOURCES = {
     "utf-16 text": ({"a.txt": "Hello".encode("utf-16")}, "a.txt", "text", ["a.txt is binary"]),
     "jsonl without the field": (
         {"a.jsonl": jsonl([{"body": "x", "id": 1}])}, "a.jsonl", "text",
-        ["data.text_column='text'", "a.jsonl", "body, id"],
+        ["data.text_column=text", "a.jsonl", "body, id"],
     ),
     "jsonl field that is not text": ({"a.jsonl": jsonl([{"text": 3}])}, "a.jsonl", "text", ["a.jsonl holds int"]),
     "empty jsonl": ({"a.jsonl": "\n"}, "a.jsonl", "text", ["a.jsonl is empty"]),
     "json that is not json": ({"a.json": "{not json"}, "a.json", "text", ["a.json is neither JSON lines"]),
     "json array without the field": (
-        {"a.json": json.dumps([{"body": "x"}], indent=2)}, "a.json", "text", ["data.text_column='text'", "a.json"],
+        {"a.json": json.dumps([{"body": "x"}], indent=2)}, "a.json", "text", ["data.text_column=text", "a.json"],
     ),
-    "no files": ({"d/notes.md": "text"}, "d", "text", ["no .txt/.jsonl/.json files"]),
+    "no files": ({"d/notes.md": "text"}, "d", "text", ["no .txt/.jsonl/.json files in it"]),
     "text and json mixed": ({"d/a.txt": "x", "d/b.jsonl": jsonl([{"text": "y"}])}, "d", "text", ["mixes text and json"]),
 }
 
@@ -54,7 +54,7 @@ def test_an_unusable_text_source_is_one_line_naming_the_key_and_file(tmp_path, n
         check_text_source(str(tmp_path / path), column)
     message = str(err.value)
     assert "\n" not in message
-    assert message.startswith(("data.path=", "data.text_column="))
+    assert message.startswith((f"data.path={tmp_path / path}", f"data.text_column={column} "))
     for word in words:
         assert word in message, message
 
@@ -79,9 +79,11 @@ def test_the_check_reads_only_the_start_of_a_text_file(tmp_path):
     """A NUL byte past the first SNIFF_BYTES is not seen: the check does not read the corpus."""
     path = write(tmp_path / "a.txt", b"x" * SNIFF_BYTES + b"\x00")
     check_text_source(str(path))
+    # ... nor does leading whitespace as long as the sniff make a file empty
+    check_text_source(str(write(tmp_path / "b.txt", b" " * SNIFF_BYTES + b"text")))
 
 
 def test_loading_a_jsonl_without_the_field_fails_with_the_same_line(tmp_path):
     path = write(tmp_path / "a.jsonl", jsonl([{"body": "x"}]))
-    with pytest.raises(TextSourceError, match=r"^data.text_column='text' is not a field of .*a.jsonl"):
+    with pytest.raises(TextSourceError, match=r"^data.text_column=text is not a field of .*a.jsonl"):
         load_local_text(str(path), "text")

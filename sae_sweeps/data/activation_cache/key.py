@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from sae_sweeps.data.text import local_text_files
 from sae_sweeps.models import HookPoint, LanguageModel
 
 FORMAT_VERSION = 1
@@ -41,8 +42,7 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
 def data_fingerprint(data: Any) -> dict[str, Any]:
     """Where the text comes from, and for local or packaged files, which files (name and size;
     mtime too for local files) so that edited text gets a new cache."""
-    from sae_sweeps.data.text import local_text_files
-    from sae_sweeps.models.loading import package_root
+    from sae_sweeps.models.loading import package_root  # transformers: only for packaged corpora
 
     if data.get("path") is not None:
         files = local_text_files(str(data.path))
