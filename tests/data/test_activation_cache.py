@@ -7,7 +7,6 @@ import copy
 import json
 import multiprocessing
 import os
-from pathlib import Path
 
 import pytest
 import torch
