@@ -5,15 +5,11 @@
 Runs `sae_sweeps.run.train` on the composed config and writes RUN_DIR/phases.json:
 model load, activation-cache open/build, LM activations (for training, inside fit), evaluation,
 fit (the training loop), the whole member, peak RSS, and how many training tokens went through
-the LM in this process. If run.py does not yet call `SAEData.use_activation_cache` and
-`configure_process`/`PerformanceCallback` (the changes docs/activation_cache.md lists), this
-wrapper applies them, so the benchmark measures the integrated pipeline either way;
-`++data.activation_cache=false` runs the live stream.
+the LM in this process. `++data.activation_cache=false` runs the live stream.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import sys
 import time
@@ -28,10 +24,9 @@ import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 from sae_sweeps import run  # noqa: E402
-from sae_sweeps.data import activation_cache, datamodule  # noqa: E402
+from sae_sweeps.data import activation_cache  # noqa: E402
 from sae_sweeps.evaluation import evaluator  # noqa: E402
 from sae_sweeps.models import language_model, loading  # noqa: E402
-from sae_sweeps.training import performance  # noqa: E402
 
 seconds: dict[str, float] = defaultdict(float)
 counts: dict[str, int] = defaultdict(int)
@@ -70,25 +65,6 @@ def main() -> None:
     timed(activation_cache.ActivationCache, "open", "cache_open")
     timed(activation_cache.ActivationCache, "_build", "cache_build")
     timed(activation_cache.CacheReader, "read", "cache_read")
-
-    source = inspect.getsource(run.train)
-    if "use_activation_cache" not in source:  # run.py without the integration line: add it here
-        original_steps = datamodule.SAEData.steps_for_budget
-
-        def steps_for_budget(self, input_kind, tokens, batch_tokens):
-            n = original_steps(self, input_kind, tokens, batch_tokens)
-            self.use_activation_cache(cfg, n)
-            return n
-
-        datamodule.SAEData.steps_for_budget = steps_for_budget
-    if "PerformanceCallback" not in inspect.getsource(run):
-        performance.configure_process(cfg)
-        original_make_trainer = run.make_trainer
-
-        def make_trainer(cfg_, run_dir_, name, n_steps, callbacks):
-            return original_make_trainer(cfg_, run_dir_, name, n_steps, [*callbacks, performance.PerformanceCallback(cfg_)])
-
-        run.make_trainer = make_trainer
 
     import lightning as L
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from sae_sweeps.data.text import TextSourceError, check_text_source
 from sae_sweeps.models.hook_point import HookError, HookPoint
 from sae_sweeps.run_config import dictionary_size, preset_width
 
@@ -86,12 +87,10 @@ def _check_data(cfg: DictConfig) -> None:
     _check_number(cfg, "data.lm_batch_size", minimum=1, integer=True)
     _check_number(cfg, "data.scale_sample_contexts", minimum=1, integer=True)
     if data.path is not None:
-        from sae_sweeps.data.text import local_text_files
-
         try:
-            local_text_files(str(data.path))
-        except FileNotFoundError:
-            raise ConfigError(f"data.path={data.path}: no such file or folder, or no .txt/.jsonl/.json files in it") from None
+            check_text_source(str(data.path), data.text_column)
+        except TextSourceError as err:
+            raise ConfigError(str(err)) from None
 
 
 def _check_trainer(cfg: DictConfig) -> None:

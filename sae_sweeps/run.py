@@ -14,13 +14,14 @@ import hydra.utils
 import lightning as L
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import IterableDataset
 
-from sae_sweeps.data.datamodule import SAEData, input_scale_for, loader
-from sae_sweeps.data.batch_selection import RankSlice
+from sae_sweeps.data.corpus import Corpus, input_scale_for, loader
+from sae_sweeps.data.streams import RankSlice
 from sae_sweeps.evaluation.evaluator import Evaluator
 from sae_sweeps.losses import SAELoss
 from sae_sweeps.models import HookError, HookPoint, LanguageModel
-from sae_sweeps.run_config import dead_window_tokens, dictionary_size, every_n_steps, preset_width
+from sae_sweeps.run_config import activation_cache_root, dead_window_tokens, dictionary_size, every_n_steps, preset_width
 from sae_sweeps.run_directory import CHECKPOINT_FINGERPRINT_KEY, config_fingerprint, write_json_atomically
 from sae_sweeps.run_logging import log_summary_to_wandb
 from sae_sweeps.saes import SparseAutoencoder
@@ -41,16 +42,17 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     config (a requeued or preempted job) resumes from it."""
     configure_process(cfg)  # TF32, threads: before the LM first runs
     model, hook = load_model(cfg)
-    data = SAEData(cfg.data, model)
+    data = Corpus(cfg.data, model, activation_cache_root(cfg), cfg.model.get("hf_name"))
     loss = build_loss(cfg, model, hook)
     sae, input_scale = build_sae(cfg, model, hook, data)
     evaluator = Evaluator(model, hook, data.held_out_contexts(), cfg.data.eval_batch_contexts)
     n_steps = data.steps_for_budget(loss.input_kind, cfg.train.tokens, cfg.train.batch_size)
-    if loss.input_kind == "activations":
-        data.use_activation_cache(cfg, n_steps)  # one LM pass shared by every run with the same activations
     module = build_module(cfg, sae, loss, input_scale, n_steps)
     trainer = build_trainer(cfg, run_dir, run_name(cfg, sae), n_steps, evaluator)
-    fit(trainer, module, data, cfg, run_dir, loss, hook)
+    resume_from = resumable_checkpoint(run_dir)  # (checkpoint, its step): a requeued or preempted run
+    start_step = resume_from[1] if resume_from else 0
+    stream = data.training_stream(loss.input_kind, hook, cfg.train.batch_size, cfg.train.seed, n_steps, start_step)
+    fit(trainer, module, stream, resume_from)
     if not trainer.is_global_zero:
         return {}  # all ranks hold the same SAE; one evaluates and writes
     return evaluate_and_save(cfg, run_dir, trainer, module, evaluator, hook)
@@ -74,7 +76,7 @@ def build_loss(cfg: DictConfig, model: LanguageModel, hook: HookPoint) -> SAELos
     return loss
 
 
-def build_sae(cfg: DictConfig, model: LanguageModel, hook: HookPoint, data: SAEData) -> tuple[SparseAutoencoder, float]:
+def build_sae(cfg: DictConfig, model: LanguageModel, hook: HookPoint, data: Corpus) -> tuple[SparseAutoencoder, float]:
     """The SAE at its initialisation, and the input scale that makes E||s x||^2 = train.input_mean_squared_norm."""
     # Seed right before the first random draw, so that nothing before it (a model built on first
     # use rather than loaded from cache, say) changes the run.
@@ -155,13 +157,14 @@ def build_trainer(cfg: DictConfig, run_dir: Path, name: str, n_steps: int, evalu
     )
 
 
-def fit(trainer: L.Trainer, module: SAETrainingModule, data: SAEData, cfg: DictConfig, run_dir: Path, loss: SAELoss, hook: HookPoint) -> None:
-    """Train from the start, or from the run directory's checkpoint on exactly the batches that follow it."""
-    resume_from = resumable_checkpoint(run_dir)
-    ckpt_path, start_step = resume_from if resume_from else (None, 0)
-    if ckpt_path is not None:
-        log.info("resuming %s from step %d (%s)", run_dir, start_step, ckpt_path)
-    global_stream = data.training_stream(loss.input_kind, hook, cfg.train.batch_size, cfg.train.seed, start_batch=start_step)
+def fit(
+    trainer: L.Trainer, module: SAETrainingModule, global_stream: IterableDataset, resume_from: tuple[Path, int] | None
+) -> None:
+    """Train from the start, or from a checkpoint on the global batches that follow it; each
+    data-parallel rank trains on its slice of every batch."""
+    ckpt_path = resume_from[0] if resume_from else None
+    if resume_from:
+        log.info("resuming from step %d (%s)", resume_from[1], ckpt_path)
     stream = RankSlice(global_stream, trainer.global_rank, trainer.world_size)
     trainer.fit(module, train_dataloaders=loader(stream), ckpt_path=ckpt_path)
 

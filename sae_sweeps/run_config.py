@@ -3,6 +3,8 @@ checks use them before anything heavy is imported)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from omegaconf import DictConfig
 
 from sae_sweeps.models.hook_point import HookPoint
@@ -36,3 +38,11 @@ def wants_cuda(cfg: DictConfig | dict, cuda_available: bool) -> bool:
     """Whether this run trains on a GPU: `trainer.accelerator` gpu/cuda, or auto with one present."""
     accelerator = str((cfg.get("trainer") or {}).get("accelerator", "auto"))
     return accelerator in ("gpu", "cuda") or (accelerator == "auto" and cuda_available)
+
+
+def activation_cache_root(cfg: DictConfig) -> Path | None:
+    """Where local-loss runs share their activations (`paths.activation_cache`), or None with
+    `data.activation_cache=false` (every run computes its own, live)."""
+    if not cfg.data.get("activation_cache", True):
+        return None
+    return Path(str(cfg.paths.activation_cache)).expanduser()

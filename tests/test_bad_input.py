@@ -1,5 +1,6 @@
 """The table of bad inputs: each is refused with one line naming the key or file, exit status 2,
-before any model or data loads. Grow the table whenever a new one is found."""
+before any model or data loads. Grow the table whenever a new one is found (what the text-source
+check tells apart in detail is in tests/data/test_text_source.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from sae_sweeps.config_checks import ConfigError, check_config
 from launch_helpers import REPO, compose_config
 
 TINY = ["model=tiny", "logger=none"]
+FILES = {"empty.txt": b"", "binary.txt": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "no_text_field.jsonl": b'{"body": "a record"}\n'}
+"""Files the data.path cases point at, written into the test's DATA folder (DATA in the table)."""
 
 BAD_INPUTS: dict[str, tuple[list[str], str]] = {
     # name: (overrides, the one line launch.py prints)
@@ -36,15 +39,29 @@ BAD_INPUTS: dict[str, tuple[list[str], str]] = {
     "hook layer past the last block": (["hook.layer=2"], "hook.layer=2 is out of range: tiny has layers 0..1"),
     "hook the model does not have": (["hook=custom", "hook.name=blocks.0.hook_nonsense"], "hook.name='blocks.0.hook_nonsense' is not a per-token block hook; expected blocks.<layer>.<one of hook_resid_pre, hook_resid_mid, hook_resid_post, hook_mlp_out, hook_attn_out, hook_mlp_in, hook_attn_in, mlp.hook_pre, mlp.hook_post, ln1.hook_normalized, ln2.hook_normalized>"),
     "missing data path": (["data.path=/does/not/exist"], "data.path=/does/not/exist: no such file or folder, or no .txt/.jsonl/.json files in it"),
+    "empty text file": (["data.path=DATA/empty.txt"], "data.path=DATA/empty.txt: DATA/empty.txt is empty; there is no text to train on"),
+    "binary file as text": (["data.path=DATA/binary.txt"], "data.path=DATA/binary.txt: DATA/binary.txt is binary (a NUL byte in its first 8192 bytes), not text"),
+    "jsonl without the text field": (["data.path=DATA/no_text_field.jsonl"], "data.text_column=text is not a field of DATA/no_text_field.jsonl (its first record has: body)"),
     "budget smaller than one batch": (["train.tokens=100"], "train.tokens=100 is smaller than one batch (train.batch_size=1024)"),
     "zero learning rate": (["train.lr=0"], "train.lr=0 must be > 0"),
     "resume that is not a yes or no": (["resume=maybe"], "resume=maybe must be true or false"),
 }
 
 
-@pytest.mark.parametrize("name", [n for n, (overrides, _) in BAD_INPUTS.items() if not overrides[0].startswith(("sae_arch=nope", "resume="))])
-def test_check_config_refuses_it_with_the_tables_line(name):
+def case(name: str, tmp_path: Path) -> tuple[list[str], str]:
+    """The table's overrides and line with DATA standing for a folder holding FILES."""
+    data = tmp_path / "data"
+    data.mkdir(exist_ok=True)
+    for file_name, content in FILES.items():
+        (data / file_name).write_bytes(content)
     overrides, line = BAD_INPUTS[name]
+    return [o.replace("DATA", str(data)) for o in overrides], line.replace("DATA", str(data))
+
+
+# Group choices and resume= are refused by launch.py before a config is composed.
+@pytest.mark.parametrize("name", [n for n, (overrides, _) in BAD_INPUTS.items() if not overrides[0].startswith(("sae_arch=nope", "resume="))])
+def test_check_config_refuses_it_with_the_tables_line(name, tmp_path: Path):
+    overrides, line = case(name, tmp_path)
     with pytest.raises(ConfigError) as err:
         check_config(compose_config([*TINY, *overrides]))
     assert str(err.value) == line
@@ -53,7 +70,7 @@ def test_check_config_refuses_it_with_the_tables_line(name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", BAD_INPUTS)
 def test_launch_refuses_it_in_one_line_with_exit_2_before_anything_loads(name, tmp_path: Path):
-    overrides, line = BAD_INPUTS[name]
+    overrides, line = case(name, tmp_path)
     cache = tmp_path / "cache"  # the tiny model is built here when it loads: it must stay empty
     env = os.environ | {"SAE_SWEEPS_CACHE": str(cache), "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(

@@ -1,7 +1,8 @@
 """Training batches for the two kinds of loss: activation vectors (local) and token contexts (e2e).
 
-Both are endless, deterministic for a seed, and split across data-parallel ranks by context, so
-rank r of R sees contexts r, r+R, r+2R, ... of the same document order.
+Both are endless and deterministic for a seed. Under data parallelism every rank builds the same
+global stream and `RankSlice` hands it its share of each batch, so R processes train on exactly
+the batches one process would.
 
 Both can start at optimiser-step index N (`start_batch=N`, for preempted runs that resume) and
 then produce exactly the batches N, N+1, ... that an uninterrupted stream would have produced.
@@ -34,13 +35,13 @@ Chunk = TypeVar("Chunk")
 """What one LM batch is before it becomes activations: token ids (live) or context indices (cache)."""
 
 
-def endless_contexts(source: ContextSource, rank: int = 0, world_size: int = 1) -> Iterator[Tensor]:
+def endless_contexts(source: ContextSource) -> Iterator[Tensor]:
     """Repeat the corpus when a budget outruns it, warning once so nobody mistakes it for new data."""
     for epoch in count():
         if epoch == 1:
             warnings.warn("the training budget exceeds the corpus: starting a second pass over it")
         n_seen = 0
-        for n_seen, context in enumerate(islice(source(), rank, None, world_size), start=1):
+        for n_seen, context in enumerate(source(), start=1):
             yield context
         if n_seen == 0:
             raise ValueError("the training data produced no full context; use more text or a shorter data.context_size")
@@ -171,18 +172,16 @@ class ActivationStream(IterableDataset):
         lm_batch_size: int,
         buffer_tokens: int,
         seed: int,
-        rank: int = 0,
-        world_size: int = 1,
         start_batch: int = 0,
     ) -> None:
         self.model, self.hook, self.contexts = model, hook, contexts
         self.batch_size, self.lm_batch_size, self.buffer_tokens = batch_size, lm_batch_size, buffer_tokens
-        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.seed = seed
         self.start_batch = int(start_batch)
 
     def token_batches(self) -> Iterator[Tensor]:
         """The [lm_batch_size, T] token batches the LM runs on, in stream order."""
-        return batched(endless_contexts(self.contexts, self.rank, self.world_size), self.lm_batch_size)
+        return batched(endless_contexts(self.contexts), self.lm_batch_size)
 
     def ordinary_rows(self, tokens_BT: Tensor) -> int:
         return int((~self.model.special_token_mask(tokens_BT)).sum())
@@ -193,11 +192,8 @@ class ActivationStream(IterableDataset):
         acts_BTD = self.model.activations_at(tokens_BT, self.hook)
         return acts_BTD[~self.model.special_token_mask(tokens_BT)].clone()
 
-    def activation_chunks(self) -> Iterator[Tensor]:
-        return map(self.activations, self.token_batches())
-
     def __iter__(self) -> Iterator[Tensor]:
-        generator = torch.Generator().manual_seed(self.seed + self.rank)
+        generator = torch.Generator().manual_seed(self.seed)
         return resumable_shuffled_batches(
             self.token_batches(), self.ordinary_rows, self.activations,
             self.buffer_tokens, self.batch_size, generator, self.start_batch,
@@ -210,13 +206,30 @@ class TokenStream(IterableDataset):
     `start_batch=N` skips the first N batches (tokenisation only).
     """
 
-    def __init__(
-        self, contexts: ContextSource, contexts_per_batch: int, rank: int = 0, world_size: int = 1, start_batch: int = 0
-    ) -> None:
+    def __init__(self, contexts: ContextSource, contexts_per_batch: int, start_batch: int = 0) -> None:
         self.contexts, self.contexts_per_batch = contexts, contexts_per_batch
-        self.rank, self.world_size = rank, world_size
         self.start_batch = int(start_batch)
 
     def __iter__(self) -> Iterator[Tensor]:
-        batches = batched(endless_contexts(self.contexts, self.rank, self.world_size), self.contexts_per_batch)
+        batches = batched(endless_contexts(self.contexts), self.contexts_per_batch)
         return islice(batches, self.start_batch, None)
+
+
+class RankSlice(IterableDataset):
+    """Rank r's contiguous 1/R of every global batch.
+
+    Every rank reads the same global stream, so R data-parallel processes together train on
+    exactly the batches one process would: with gradients averaged over equal slices, they take
+    the same steps (up to floating-point summation order).
+    """
+
+    def __init__(self, stream: IterableDataset, rank: int, world_size: int) -> None:
+        self.stream, self.rank, self.world_size = stream, rank, world_size
+
+    def __iter__(self) -> Iterator[Tensor]:
+        for batch in self.stream:
+            if len(batch) % self.world_size:
+                raise ValueError(
+                    f"train.batch_size: a batch of {len(batch)} does not split evenly over {self.world_size} processes"
+                )
+            yield batch.chunk(self.world_size)[self.rank]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from cache_helpers import small_data_cfg
 
-from sae_sweeps.data.datamodule import SAEData
+from sae_sweeps.data.corpus import Corpus
 
 
 @pytest.fixture(scope="session")
-def small_data(tiny_model) -> SAEData:
-    return SAEData(small_data_cfg(), tiny_model)
+def small_data(tiny_model) -> Corpus:
+    return Corpus(small_data_cfg(), tiny_model)

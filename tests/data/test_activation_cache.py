@@ -7,14 +7,13 @@ import copy
 import json
 import multiprocessing
 import os
-from pathlib import Path
 
 import pytest
 import torch
-from cache_helpers import BATCH, BUFFER, HOOK, LM_BATCH, REPO, assert_same_batches, small_data_cfg, take
-from hydra import compose, initialize_config_dir
+from cache_helpers import BATCH, BUFFER, HOOK, LM_BATCH, assert_same_batches, small_data_cfg, take
+from launch_helpers import compose_config
 
-from sae_sweeps.data import activation_cache as ac
+from sae_sweeps.data.activation_cache import files
 from sae_sweeps.data.activation_cache import (
     AtLeastContexts,
     ActivationCache,
@@ -23,7 +22,8 @@ from sae_sweeps.data.activation_cache import (
     cache_key,
     cache_key_fields,
 )
-from sae_sweeps.data.datamodule import SAEData
+from sae_sweeps.data.corpus import Corpus
+from sae_sweeps.run_config import activation_cache_root
 from sae_sweeps.data.streams import ActivationStream
 from sae_sweeps.models import HookPoint
 from sae_sweeps.saes.topk import TopKSAE
@@ -32,7 +32,7 @@ N_BATCHES = 30
 SHARD_BYTES = 100_000  # ~12 contexts of the tiny model per shard: several shards
 
 
-def make_cache(root, data: SAEData, shard_bytes: int = SHARD_BYTES) -> ActivationCache:
+def make_cache(root, data: Corpus, shard_bytes: int = SHARD_BYTES) -> ActivationCache:
     fields = cache_key_fields(data.model, HOOK, data.cfg)
     return ActivationCache(root, fields, data.model, HOOK, data.training_contexts(), LM_BATCH, shard_bytes=shard_bytes)
 
@@ -42,7 +42,7 @@ def budget(n_batches: int = N_BATCHES) -> StreamBudget:
 
 
 def builds(cache: ActivationCache) -> list[dict]:
-    path = cache.directory / ac.BUILD_LOG
+    path = cache.directory / files.BUILD_LOG
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
@@ -93,10 +93,8 @@ def test_cache_key_changes_with_everything_that_determines_the_activations(tiny_
 
 def test_cache_key_ignores_the_sae_the_optimiser_and_the_budget(tiny_model, tmp_path):
     def key(overrides):
-        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=["model=tiny", f"paths.cache_dir={tmp_path}", *overrides])
-        data = SAEData(cfg.data, tiny_model)
-        data.use_activation_cache(cfg, n_steps=10)
+        cfg = compose_config(["model=tiny", f"paths.cache_dir={tmp_path}", *overrides])
+        data = Corpus(cfg.data, tiny_model, activation_cache_root(cfg), cfg.model.get("hf_name"))
         return data.activation_cache(HOOK, tmp_path).key
 
     base = key([])
@@ -116,7 +114,7 @@ def test_a_corrupted_or_partial_shard_is_detected_and_rebuilt(small_data, tmp_pa
     reader = cache.open(budget())
     original = all_rows(reader)
     reader.close()
-    manifest = json.loads((cache.directory / ac.MANIFEST).read_text())
+    manifest = json.loads((cache.directory / files.MANIFEST).read_text())
     assert len(manifest["shards"]) >= 3
     victim = cache.directory / manifest["shards"][1]["file"]
     if damage == "flipped_byte":
@@ -128,16 +126,16 @@ def test_a_corrupted_or_partial_shard_is_detected_and_rebuilt(small_data, tmp_pa
     elif damage == "missing":
         victim.unlink()
     else:
-        (cache.directory / ac.MANIFEST).write_text('{"format": 1, "key": "trunc')
-    ac._VERIFIED.clear()  # what a fresh job sees
+        (cache.directory / files.MANIFEST).write_text('{"format": 1, "key": "trunc')
+    files._VERIFIED.clear()  # what a fresh job sees
 
     reader = make_cache(tmp_path, small_data).open(budget())
     log = builds(cache)
     assert len(log) == 2
     assert log[1]["shards_built"] == (len(manifest["shards"]) if damage == "manifest" else 1)
     assert torch.equal(all_rows(reader), original)
-    rebuilt = json.loads((cache.directory / ac.MANIFEST).read_text())
-    assert all(ac.shard_is_valid(cache.directory / s["file"], s) for s in rebuilt["shards"])
+    rebuilt = json.loads((cache.directory / files.MANIFEST).read_text())
+    assert all(files.shard_is_valid(cache.directory / s["file"], s) for s in rebuilt["shards"])
 
 
 def test_reading_never_uses_a_shard_that_fails_its_checksum(small_data, tmp_path, monkeypatch):
@@ -147,7 +145,7 @@ def test_reading_never_uses_a_shard_that_fails_its_checksum(small_data, tmp_path
     raw = bytearray(victim.read_bytes())
     raw[-5] ^= 0x01
     victim.write_bytes(bytes(raw))
-    ac._VERIFIED.clear()
+    files._VERIFIED.clear()
     # a cache that cannot rebuild (LM broken) must fail loudly, not read the bad shard
     broken = make_cache(tmp_path, small_data)
     monkeypatch.setattr(broken, "_run_lm", lambda *args: (_ for _ in ()).throw(RuntimeError("no LM here")))
@@ -163,7 +161,7 @@ def _open_in_child(models_dir: str, root: str, barrier, results) -> None:
     from sae_sweeps.models.loading import load_tiny_model
 
     model = load_tiny_model("tiny", models_dir, n_layers=2, d_model=64, d_mlp=128)
-    data = SAEData(small_data_cfg(), model)
+    data = Corpus(small_data_cfg(), model)
     cache = make_cache(root, data)
     barrier.wait()  # both start the build at the same moment
     reader = cache.open(budget())
@@ -214,10 +212,9 @@ def test_training_from_the_cache_gives_the_same_sae_as_training_live(small_data,
             sae.normalize_decoder()
         return {k: v.detach().clone() for k, v in sae.state_dict().items()}
 
-    live = train(small_data.training_stream("activations", HOOK, BATCH, seed=0))
-    data = SAEData(small_data.cfg, tiny_model)
-    data.activation_cache_root, data.steps = tmp_path, 12  # what use_activation_cache(cfg, 12) sets
-    stream = data.training_stream("activations", HOOK, BATCH, seed=0)
+    live = train(small_data.training_stream("activations", HOOK, BATCH, seed=0, n_steps=12))
+    data = Corpus(small_data.cfg, tiny_model, activation_cache_root=tmp_path)
+    stream = data.training_stream("activations", HOOK, BATCH, seed=0, n_steps=12)
     assert isinstance(stream, CachedActivationStream)
     cached = train(stream)
     for name in live:

@@ -1,0 +1,128 @@
+"""`Corpus`: everything a run needs from the data config: training contexts, held-out contexts,
+the sample that sets the input scale, and the batch stream the loss asks for."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from functools import partial
+from itertools import islice
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from torch import Tensor
+from torch.utils.data import DataLoader, IterableDataset
+
+from sae_sweeps.data import text
+from sae_sweeps.data.activation_cache import ActivationCache, CachedActivationStream, StreamBudget, cache_key_fields
+from sae_sweeps.data.streams import ActivationStream, ContextSource, TokenStream
+from sae_sweeps.data.tokens import pack_contexts
+from sae_sweeps.models import HookPoint, LanguageModel
+
+
+class Corpus:
+    """One corpus cut into training and held-out token contexts, in one seeded document order,
+    and the training streams over it (one global stream: data-parallel ranks slice it)."""
+
+    def __init__(
+        self,
+        data: DictConfig,
+        model: LanguageModel,
+        activation_cache_root: Path | None = None,
+        model_hf_name: str | None = None,
+    ) -> None:
+        self.cfg, self.model = data, model
+        self.dataset = text.load_text_dataset(data)
+        self.split_by_context = text.splits_by_context(self.dataset, data.holdout_every)
+        self.activation_cache_root = activation_cache_root
+        """Where activation streams read the shared on-disk cache (run_config.activation_cache_root); None: live LM."""
+        self.model_hf_name = model_hf_name
+        """The model's hub name, part of the cache key."""
+
+    def contexts(self, held_out: bool) -> Iterator[Tensor]:
+        """The held-out or the training contexts: whole documents apart, or for a corpus of few
+        documents, every `holdout_every`-th context apart (text.splits_by_context)."""
+        seed, every = self.cfg.shuffle_seed, self.cfg.holdout_every
+        if self.split_by_context:
+            documents = text.non_blank(text.shuffled_documents(self.dataset, seed))
+            return text.holdout_part(self._pack(documents), every, held_out)
+        return self._pack(text.iter_documents(self.dataset, seed, held_out, every))
+
+    def _pack(self, documents: Iterable[str]) -> Iterator[Tensor]:
+        return pack_contexts(
+            documents, self.model.tokenizer, self.cfg.context_size, self.model.bos_token_id, self.model.eos_token_id
+        )
+
+    def training_contexts(self) -> ContextSource:
+        return partial(self.contexts, held_out=False)
+
+    def held_out_contexts(self) -> Tensor:
+        contexts = list(islice(self.contexts(held_out=True), self.cfg.eval_contexts))
+        if not contexts:
+            raise ValueError("data: the held-out text holds no full context; use more text or a shorter data.context_size")
+        return torch.stack(contexts)
+
+    def sample_activations(self, hook: HookPoint) -> Tensor:
+        """Ordinary-token activations from the first training contexts (to set scale and b_dec)."""
+        tokens_BT = torch.stack(list(islice(self.training_contexts()(), self.cfg.scale_sample_contexts)))
+        tokens_BT = tokens_BT.to(self.model.device)
+        acts_BTD = self.model.activations_at(tokens_BT, hook)
+        return acts_BTD[~self.model.special_token_mask(tokens_BT)].float().clone()
+
+    def training_stream(
+        self, input_kind: str, hook: HookPoint, batch_tokens: int, seed: int, n_steps: int, start_batch: int = 0
+    ) -> IterableDataset:
+        """The global batches of an `n_steps`-step run, from optimiser step `start_batch` on (a
+        resumed run gets exactly the batches the uninterrupted run would have had): what the
+        loss's `input_kind` asks for. Activations come from the activation cache when the corpus
+        has one (one LM pass for every run that needs the same activations), else from the live
+        LM; token batches (e2e losses) never use the cache. A new kind of input is a branch here
+        and in `steps_for_budget`."""
+        if input_kind == "tokens":
+            return TokenStream(self.training_contexts(), self.contexts_per_batch(batch_tokens), start_batch)
+        if input_kind != "activations":
+            raise ValueError(f"no training stream for input kind {input_kind!r}")
+        if self.activation_cache_root is not None:
+            return self.cached_stream(hook, batch_tokens, seed, n_steps, start_batch)
+        return ActivationStream(
+            self.model, hook, self.training_contexts(), batch_tokens, self.cfg.lm_batch_size,
+            self.cfg.buffer_tokens, seed, start_batch,
+        )
+
+    def activation_cache(self, hook: HookPoint, root: str | Path) -> ActivationCache:
+        fields = cache_key_fields(
+            self.model, hook, self.cfg, str(self.cfg.get("activation_cache_dtype") or "float32"), self.model_hf_name,
+            self.split_by_context,
+        )
+        return ActivationCache(root, fields, self.model, hook, self.training_contexts(), self.cfg.lm_batch_size)
+
+    def cached_stream(
+        self, hook: HookPoint, batch_tokens: int, seed: int, n_steps: int, start_batch: int = 0
+    ) -> CachedActivationStream:
+        assert self.activation_cache_root is not None
+        cache = self.activation_cache(hook, self.activation_cache_root)
+        budget = StreamBudget(n_steps, batch_tokens, self.cfg.buffer_tokens, self.cfg.lm_batch_size)
+        return CachedActivationStream(
+            cache, budget, batch_tokens, self.cfg.lm_batch_size, self.cfg.buffer_tokens, seed, start_batch,
+            device=self.model.device,
+        )
+
+    def contexts_per_batch(self, batch_tokens: int) -> int:
+        return max(1, batch_tokens // self.cfg.context_size)
+
+    def steps_for_budget(self, input_kind: str, tokens: int, batch_tokens: int) -> int:
+        """Optimiser steps that train on `tokens` tokens (token batches count whole contexts)."""
+        if input_kind == "activations":
+            return max(1, tokens // batch_tokens)
+        return max(1, math.ceil(tokens / (self.contexts_per_batch(batch_tokens) * self.cfg.context_size)))
+
+
+def input_scale_for(sample_ND: Tensor, target_mean_squared_norm: float) -> float:
+    """The scalar s with E||s x||^2 = target, so coefficients mean the same at every hook and model."""
+    return math.sqrt(target_mean_squared_norm / sample_ND.pow(2).sum(dim=-1).mean().item())
+
+
+def loader(stream: IterableDataset) -> DataLoader:
+    # The stream runs the LM itself, in this process, on the model's device: no workers, no collation.
+    return DataLoader(stream, batch_size=None, num_workers=0)
