@@ -18,6 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from sae_sweeps.config_checks import ConfigError, check_group_choices
+from sae_sweeps.launching.slurm import register_launcher_schema
 from sae_sweeps.run import train
 from sae_sweeps.run_logging import one_line_error, write_failure
 from sae_sweeps.sweeps import add_sweep_dir
@@ -58,6 +59,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    register_launcher_schema()
     try:
         check_group_choices(sys.argv[1:], Path(__file__).parent / "conf")
         sys.argv = [sys.argv[0], *add_sweep_dir(sys.argv[1:])]

@@ -27,6 +27,7 @@ from sae_sweeps.training.callbacks import PeriodicEvaluation
 from sae_sweeps.training.checkpointing import ResumableCheckpoints, resumable_checkpoint
 from sae_sweeps.training.module import SAETrainingModule
 from sae_sweeps.training.performance import PerformanceCallback, configure_process
+from sae_sweeps.training.run_lock import one_trainer_per_run_dir
 from sae_sweeps.training.schedules import Schedule
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ def sparsity_value(cfg: DictConfig, sae: SparseAutoencoder) -> float:
     return float(cfg.sparsity[sae.sparsity_knob])
 
 
+@one_trainer_per_run_dir
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Train and evaluate one SAE; write `summary.json` and `sae/` into `run_dir`; return the summary.
 
