@@ -194,7 +194,7 @@ def test_a_member_is_not_given_up_while_slurm_does_not_answer(tmp_path, monkeypa
 
 
 def test_the_launcher_config_is_checked_against_this_launchers_options():
-    proc = subprocess.run([sys.executable, str(REPO / "launch.py"), "-m", "hydra/launcher=submitit_slurm", "model=tiny",
+    proc = subprocess.run([sys.executable, str(REPO / "launch.py"), "hydra/launcher=submitit_slurm", "model=tiny",
                            "hydra.launcher.lost_after_s=5", "--cfg", "hydra", "-p", "hydra.launcher"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
