@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import subprocess
 import sys
@@ -79,7 +80,7 @@ class Member(NamedTuple):
     run_dir: Path
     """Its run directory (hydra.sweep.dir/hydra.sweep.subdir)."""
     job: submitit.Job
-    """Its submitit job (an array task, "<array id>_<index>")."""
+    """Its submitit job: "<array id>_<index>", or "<id>" when the sweep has one member."""
 
 
 class ResilientSlurmLauncher(SlurmLauncher):
@@ -106,6 +107,8 @@ class ResilientSlurmLauncher(SlurmLauncher):
             sys.exit(2)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        if "mode" in self.config.hydra.sweep:
+            os.chmod(sweep_dir, mode=int(str(self.config.hydra.sweep.mode), 8))
         log.info(f"Submitit 'slurm' sweep output dir : {sweep_dir}")
         indices = [initial_job_idx + i for i in range(len(job_overrides))]
         for idx, overrides in zip(indices, job_overrides):
