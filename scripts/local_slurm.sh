@@ -140,6 +140,15 @@ start_munge() {
     log "started munged"
 }
 
+# await_daemon NAME CHECK LOGFILE: wait up to 30 s until CHECK succeeds; else show LOGFILE and stop
+await_daemon() {
+    local name=$1 check=$2 logfile=$3 i
+    for i in $(seq 1 100); do "$check" && break; sleep 0.3; done
+    "$check" || { tail -20 "$logfile" >&2 || true; die "$name did not come up (log: $logfile)"; }
+    log "started $name"
+    did="${did}started $name; "
+}
+
 db_answers() { timeout 10 mariadb-admin --socket="$DB_SOCKET" ping >/dev/null 2>&1; }
 
 # run SQL as the database's root (unix-socket authentication as the OS root user)
@@ -159,11 +168,7 @@ start_mariadb() {
     # socket only: nothing outside this machine talks to it
     setsid mariadbd --user=mysql --datadir="$DB_DATA" --socket="$DB_SOCKET" --pid-file="$DB_PID" \
         --skip-networking --innodb-lock-wait-timeout=900 --log-error="$LOG_DIR/mariadb.log" </dev/null >/dev/null 2>&1 &
-    local i
-    for i in $(seq 1 100); do db_answers && break; sleep 0.3; done
-    db_answers || { tail -20 "$LOG_DIR/mariadb.log" >&2 || true; die "mariadbd did not come up (log: $LOG_DIR/mariadb.log)"; }
-    log "started mariadbd"
-    did="${did}started mariadbd; "
+    await_daemon mariadbd db_answers "$LOG_DIR/mariadb.log"
 }
 
 setup_database() {
@@ -210,11 +215,7 @@ start_slurmdbd() {
     if pid_alive "$DBD_PID" slurmdbd && dbd_answers; then return 0; fi
     stop_daemon "$DBD_PID" slurmdbd
     slurmdbd </dev/null >/dev/null 2>&1 || true
-    local i
-    for i in $(seq 1 60); do dbd_answers && break; sleep 0.5; done
-    dbd_answers || { tail -20 "$LOG_DIR/slurmdbd.log" >&2 || true; die "slurmdbd did not come up (log: $LOG_DIR/slurmdbd.log)"; }
-    log "started slurmdbd"
-    did="${did}started slurmdbd; "
+    await_daemon slurmdbd dbd_answers "$LOG_DIR/slurmdbd.log"
 }
 
 # the cluster must be known to slurmdbd before slurmctld can store its jobs there
