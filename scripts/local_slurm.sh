@@ -140,6 +140,17 @@ start_munge() {
     log "started munged"
 }
 
+# replace_if_changed NEW DEST MODE: move NEW over DEST unless they are the same; status 0 iff DEST changed
+replace_if_changed() {
+    local new=$1 dest=$2 mode=$3
+    if [ -f "$dest" ] && cmp -s "$new" "$dest"; then
+        rm -f "$new"
+        return 1
+    fi
+    mv "$new" "$dest"
+    chmod "$mode" "$dest"
+}
+
 # await_daemon NAME CHECK LOGFILE: wait up to 30 s until CHECK succeeds; else show LOGFILE and stop
 await_daemon() {
     local name=$1 check=$2 logfile=$3 i
@@ -196,14 +207,8 @@ StorageUser=$DB_USER
 StoragePass=$DB_PASS
 StorageLoc=$DB_NAME
 EOF
-    if [ -f "$DBD_CONF" ] && cmp -s "$tmp" "$DBD_CONF"; then
-        rm -f "$tmp"
-        DBD_CONF_CHANGED=0
-    else
-        mv "$tmp" "$DBD_CONF"
-        DBD_CONF_CHANGED=1
-        log "wrote $DBD_CONF"
-    fi
+    DBD_CONF_CHANGED=0
+    if replace_if_changed "$tmp" "$DBD_CONF" 600; then DBD_CONF_CHANGED=1; log "wrote $DBD_CONF"; fi
     # slurmdbd refuses a config readable by others (it holds the database password)
     chown root:root "$DBD_CONF" && chmod 600 "$DBD_CONF"
 }
@@ -280,12 +285,8 @@ JobCompType=jobcomp/none
 NodeName=$NODE CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=$PARTITION Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 EOF
-    if [ -f "$CONF" ] && cmp -s "$tmp" "$CONF"; then
-        rm -f "$tmp"
-        CONF_CHANGED=0
-    else
-        mv "$tmp" "$CONF"
-        chmod 644 "$CONF"
+    CONF_CHANGED=0
+    if replace_if_changed "$tmp" "$CONF" 644; then
         CONF_CHANGED=1
         log "wrote $CONF (NodeName=$NODE CPUs=$cpus RealMemory=$mem)"
     fi
