@@ -19,8 +19,10 @@ from omegaconf import DictConfig
 
 from sae_sweeps import run_directory
 from sae_sweeps.config_checks import ConfigError, check_config, check_group_choices
+from sae_sweeps.launching.slurm import register_launcher_schema
 from sae_sweeps.summary import HEADLINE_KEYS
 from sae_sweeps.sweeps import add_sweep_dir
+from sae_sweeps.training.run_lock import one_trainer_per_run_dir
 
 log = logging.getLogger("sae_sweeps")
 
@@ -28,6 +30,20 @@ log = logging.getLogger("sae_sweeps")
 def global_rank() -> int:
     """This process's rank in a data-parallel job (torchrun sets RANK, SLURM tasks SLURM_PROCID)."""
     return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0)))
+
+
+@one_trainer_per_run_dir
+def claim_and_train(cfg: DictConfig, run_dir: Path) -> dict:
+    """The run directory's finished summary, or a new one trained there once the directory is this config's."""
+    summary = run_directory.claim(run_dir, cfg, run_directory.config_fingerprint(cfg))
+    if summary is not None:
+        log.info("%s already finished: skipping", run_dir)
+        return summary
+    if global_rank() == 0:
+        run_directory.save_hydra_record(run_dir, cfg, HydraConfig.get())
+    from sae_sweeps.run import train  # torch, Lightning, the LM: only once the checks pass
+
+    return train(cfg, run_dir)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -39,15 +55,7 @@ def main(cfg: DictConfig) -> float | None:
         cfg.sweep_id = hydra_cfg.sweep.dir
     try:
         check_config(cfg)  # before anything heavy is imported or loaded
-        summary = run_directory.claim(run_dir, cfg, run_directory.config_fingerprint(cfg))
-        if summary is not None:
-            log.info("%s already finished: skipping", run_dir)
-        else:
-            if global_rank() == 0:
-                run_directory.save_hydra_record(run_dir, cfg, hydra_cfg)
-            from sae_sweeps.run import train  # torch, Lightning, the LM: only once the checks pass
-
-            summary = train(cfg, run_dir)
+        summary = claim_and_train(cfg, run_dir)
     except Exception as err:  # one member's failure must not take the sweep (or its results) down
         # A refused directory belongs to another run: nothing is written into it.
         if global_rank() == 0 and not isinstance(err, run_directory.RunDirectoryConflict):
@@ -66,6 +74,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    register_launcher_schema()
     try:
         check_group_choices(sys.argv[1:], Path(__file__).parent / "conf")
         sys.argv = [sys.argv[0], *add_sweep_dir(sys.argv[1:])]

@@ -31,6 +31,8 @@ RESULT_NEUTRAL_KEYS = (
 )
 """Config keys that do not change what a run computes (where it logs, how often it checkpoints)."""
 CHECKPOINT_FINGERPRINT_KEY = "config_fingerprint"
+CHECKPOINT_DIRNAME = "checkpoints"
+LAST_CHECKPOINT = "last.ckpt"
 RESULT_ENTRIES = (SUMMARY_FILENAME, FAILURE_FILENAME, "checkpoints", "sae")
 """What a run leaves in its directory; `start_over` moves these aside together."""
 HYDRA_DIRNAME = ".hydra"
@@ -80,10 +82,13 @@ def claim(run_dir: Path, cfg: DictConfig, fingerprint: str) -> dict[str, Any] | 
     return summary if summary.get("status") == COMPLETED else None
 
 
+def checkpoint_path(run_dir: Path) -> Path:
+    """The run's last checkpoint (sae_sweeps/training/checkpointing.py writes it)."""
+    return run_dir / CHECKPOINT_DIRNAME / LAST_CHECKPOINT
+
+
 def checkpoint_fingerprint(run_dir: Path) -> str | None:
     """The fingerprint stored in the run's last checkpoint ("an unrecorded config" if it has none)."""
-    from sae_sweeps.training.checkpointing import checkpoint_path
-
     path = checkpoint_path(run_dir)
     if not path.is_file():
         return None

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Start / stop / check a real one-node SLURM cluster (Debian SLURM 22.05 + munge)
-# on the local machine. For trying the SLURM launch path on a laptop and for CI.
+# Start / stop / check a real one-node SLURM cluster (Debian SLURM 22.05 + munge, with job
+# accounting through slurmdbd on a local MariaDB) on the local machine. For trying the SLURM
+# launch path on a laptop and for CI.
 #
 #   bash scripts/local_slurm.sh start    # install if needed, start, wait until the node is idle
-#   bash scripts/local_slurm.sh status   # print sinfo; exit 0 iff the node is usable
-#   bash scripts/local_slurm.sh stop     # cancel jobs, stop slurmd, slurmctld, munged
+#   bash scripts/local_slurm.sh status   # print sinfo; exit 0 iff the node is usable and sacct answers
+#   bash scripts/local_slurm.sh stop     # cancel jobs, stop slurmd, slurmctld, slurmdbd, mariadbd, munged
 #
 # Must run as root. Idempotent. Network is only used by apt-get (first start).
 # Environment knobs: LOCAL_SLURM_TIMEOUT (seconds to wait for the node, default 60),
@@ -13,6 +14,16 @@ set -euo pipefail
 
 CONF_DIR=/etc/slurm
 CONF=$CONF_DIR/slurm.conf
+DBD_CONF=$CONF_DIR/slurmdbd.conf
+DBD_PID=/run/slurmdbd.pid
+DB_RUN=/run/mysqld
+DB_PID=$DB_RUN/mysqld.pid
+DB_SOCKET=$DB_RUN/mysqld.sock
+DB_DATA=/var/lib/mysql
+DB_NAME=slurm_acct_db
+DB_USER=slurm
+# A local, socket-only database: the password only keeps slurmdbd.conf realistic.
+DB_PASS=local_slurm_accounting
 CTLD_SPOOL=/var/spool/slurmctld
 SLURMD_SPOOL=/var/spool/slurmd
 LOG_DIR=/var/log/slurm
@@ -24,6 +35,7 @@ MUNGE_PID=$MUNGE_RUN/munged.pid
 TIMEOUT=${LOCAL_SLURM_TIMEOUT:-60}
 NODE=$(hostname -s)
 PARTITION=debug
+PACKAGES=(slurmctld slurmd slurm-client slurmdbd munge mariadb-server)
 
 log() { echo "local_slurm: $*"; }
 die() { echo "local_slurm: ERROR: $*" >&2; exit 1; }
@@ -82,11 +94,12 @@ node_usable() {
 }
 
 install_packages() {
-    if command -v slurmctld >/dev/null && command -v slurmd >/dev/null \
-        && command -v sbatch >/dev/null && command -v munged >/dev/null; then
-        return 0
-    fi
-    log "installing slurmctld slurmd slurm-client munge with apt-get (first run only)"
+    local tool missing=0
+    for tool in slurmctld slurmd sbatch sacct munged slurmdbd mariadbd mariadb-admin; do
+        command -v "$tool" >/dev/null || missing=1
+    done
+    [ $missing = 1 ] || return 0
+    log "installing ${PACKAGES[*]} with apt-get (first run only)"
     # keep the packages' init scripts from starting daemons during install
     local made_policy=0
     if [ ! -e /usr/sbin/policy-rc.d ]; then
@@ -96,8 +109,8 @@ install_packages() {
     fi
     export DEBIAN_FRONTEND=noninteractive
     local rc=0
-    { apt-get update -q && apt-get install -y -q --no-install-recommends \
-        slurmctld slurmd slurm-client munge; } >/tmp/local_slurm_apt.log 2>&1 || rc=$?
+    { apt-get update -q && apt-get install -y -q --no-install-recommends "${PACKAGES[@]}"; } \
+        >/tmp/local_slurm_apt.log 2>&1 || rc=$?
     if [ $made_policy = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
     [ $rc = 0 ] || { tail -20 /tmp/local_slurm_apt.log >&2; die "apt-get failed (log: /tmp/local_slurm_apt.log)"; }
     INSTALLED=1
@@ -125,6 +138,97 @@ start_munge() {
     for i in $(seq 1 50); do munge_ok && break; sleep 0.2; done
     munge_ok || die "munged did not come up (see /var/log/munge/munged.log)"
     log "started munged"
+}
+
+# replace_if_changed NEW DEST MODE: move NEW over DEST unless they are the same; status 0 iff DEST changed
+replace_if_changed() {
+    local new=$1 dest=$2 mode=$3
+    if [ -f "$dest" ] && cmp -s "$new" "$dest"; then
+        rm -f "$new"
+        return 1
+    fi
+    mv "$new" "$dest"
+    chmod "$mode" "$dest"
+}
+
+# await_daemon NAME CHECK LOGFILE: wait up to 30 s until CHECK succeeds; else show LOGFILE and stop
+await_daemon() {
+    local name=$1 check=$2 logfile=$3 i
+    for i in $(seq 1 100); do "$check" && break; sleep 0.3; done
+    "$check" || { tail -20 "$logfile" >&2 || true; die "$name did not come up (log: $logfile)"; }
+    log "started $name"
+    did="${did}started $name; "
+}
+
+db_answers() { timeout 10 mariadb-admin --socket="$DB_SOCKET" ping >/dev/null 2>&1; }
+
+# run SQL as the database's root (unix-socket authentication as the OS root user)
+db_sql() { timeout 20 mariadb --socket="$DB_SOCKET" -u root -e "$1"; }
+
+start_mariadb() {
+    mkdir -p "$DB_RUN" "$DB_DATA"
+    chown mysql:mysql "$DB_RUN" "$DB_DATA"
+    if pid_alive "$DB_PID" mariadbd && db_answers; then return 0; fi
+    stop_daemon "$DB_PID" mariadbd
+    rm -f "$DB_SOCKET" "$DB_SOCKET.lock"
+    if [ ! -d "$DB_DATA/mysql" ]; then
+        log "initialising the accounting database in $DB_DATA"
+        mariadb-install-db --user=mysql --datadir="$DB_DATA" >/tmp/local_slurm_db_init.log 2>&1 \
+            || { tail -20 /tmp/local_slurm_db_init.log >&2; die "mariadb-install-db failed"; }
+    fi
+    # socket only: nothing outside this machine talks to it
+    setsid mariadbd --user=mysql --datadir="$DB_DATA" --socket="$DB_SOCKET" --pid-file="$DB_PID" \
+        --skip-networking --innodb-lock-wait-timeout=900 --log-error="$LOG_DIR/mariadb.log" </dev/null >/dev/null 2>&1 &
+    await_daemon mariadbd db_answers "$LOG_DIR/mariadb.log"
+}
+
+setup_database() {
+    db_sql "CREATE DATABASE IF NOT EXISTS $DB_NAME;
+            CREATE USER IF NOT EXISTS '$DB_USER'@'localhost' IDENTIFIED BY '$DB_PASS';
+            ALTER USER '$DB_USER'@'localhost' IDENTIFIED BY '$DB_PASS';
+            GRANT ALL ON $DB_NAME.* TO '$DB_USER'@'localhost';" \
+        || die "could not create the accounting database user (log: $LOG_DIR/mariadb.log)"
+}
+
+write_dbd_conf() {
+    local tmp
+    tmp=$(mktemp)
+    cat >"$tmp" <<EOF
+# Written by scripts/local_slurm.sh: accounting daemon of the one-node local cluster. Do not edit.
+AuthType=auth/munge
+DbdHost=localhost
+SlurmUser=root
+PidFile=$DBD_PID
+LogFile=$LOG_DIR/slurmdbd.log
+DebugLevel=info
+StorageType=accounting_storage/mysql
+StorageHost=localhost
+StorageUser=$DB_USER
+StoragePass=$DB_PASS
+StorageLoc=$DB_NAME
+EOF
+    DBD_CONF_CHANGED=0
+    if replace_if_changed "$tmp" "$DBD_CONF" 600; then DBD_CONF_CHANGED=1; log "wrote $DBD_CONF"; fi
+    # slurmdbd refuses a config readable by others (it holds the database password)
+    chown root:root "$DBD_CONF" && chmod 600 "$DBD_CONF"
+}
+
+dbd_answers() { timeout 10 sacctmgr -n show cluster format=cluster >/dev/null 2>&1; }
+
+start_slurmdbd() {
+    if [ "$DBD_CONF_CHANGED" = 1 ]; then stop_daemon "$DBD_PID" slurmdbd; fi
+    if pid_alive "$DBD_PID" slurmdbd && dbd_answers; then return 0; fi
+    stop_daemon "$DBD_PID" slurmdbd
+    slurmdbd </dev/null >/dev/null 2>&1 || true
+    await_daemon slurmdbd dbd_answers "$LOG_DIR/slurmdbd.log"
+}
+
+# the cluster must be known to slurmdbd before slurmctld can store its jobs there
+register_cluster() {
+    if ! timeout 10 sacctmgr -n -P show cluster format=cluster | grep -qx local; then
+        timeout 20 sacctmgr -i add cluster local >/dev/null || die "sacctmgr could not add cluster 'local'"
+        log "registered cluster 'local' with slurmdbd"
+    fi
 }
 
 write_conf() {
@@ -172,18 +276,17 @@ SlurmctldLogFile=$LOG_DIR/slurmctld.log
 SlurmdLogFile=$LOG_DIR/slurmd.log
 SlurmctldDebug=info
 SlurmdDebug=info
-AccountingStorageType=accounting_storage/none
-JobAcctGatherType=jobacct_gather/none
+# job accounting through slurmdbd (sacct, job states after a job has left the queue)
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=localhost
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=30
 JobCompType=jobcomp/none
 NodeName=$NODE CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=$PARTITION Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 EOF
-    if [ -f "$CONF" ] && cmp -s "$tmp" "$CONF"; then
-        rm -f "$tmp"
-        CONF_CHANGED=0
-    else
-        mv "$tmp" "$CONF"
-        chmod 644 "$CONF"
+    CONF_CHANGED=0
+    if replace_if_changed "$tmp" "$CONF" 644; then
         CONF_CHANGED=1
         log "wrote $CONF (NodeName=$NODE CPUs=$cpus RealMemory=$mem)"
     fi
@@ -255,7 +358,14 @@ cmd_start() {
     install_packages
     if [ $INSTALLED = 1 ]; then did="installed packages; "; fi
     start_munge
-    write_conf
+    mkdir -p "$LOG_DIR" "$CONF_DIR"
+    start_mariadb
+    setup_database
+    write_conf  # before slurmdbd: sacctmgr finds slurmdbd through slurm.conf
+    write_dbd_conf
+    start_slurmdbd
+    register_cluster
+    # (a running slurmctld reconnects to a restarted slurmdbd by itself and sends what it queued)
     if [ "$CONF_CHANGED" = 1 ] && { pid_alive "$CTLD_PID" slurmctld || pid_alive "$SLURMD_PID" slurmd; }; then
         log "config changed: restarting daemons"
         stop_daemon "$SLURMD_PID" slurmd
@@ -298,6 +408,8 @@ cmd_stop() {
     for p in $(pgrep -x slurmstepd 2>/dev/null || true); do
         kill_tree "$p"
     done
+    stop_daemon "$DBD_PID" slurmdbd
+    stop_daemon "$DB_PID" mariadbd
     stop_daemon "$MUNGE_PID" munged
     log "stopped"
 }
@@ -308,11 +420,15 @@ cmd_status() {
         echo "local_slurm: cluster does not answer" >&2
         exit 1
     fi
-    if node_usable; then
-        exit 0
+    if ! node_usable; then
+        echo "local_slurm: node $NODE not usable (state: '$(node_state || true)')" >&2
+        exit 1
     fi
-    echo "local_slurm: node $NODE not usable (state: '$(node_state || true)')" >&2
-    exit 1
+    if ! timeout 10 sacct -n -X -S now-1minutes >/dev/null 2>&1; then
+        echo "local_slurm: accounting (sacct through slurmdbd) does not answer" >&2
+        exit 1
+    fi
+    echo "local_slurm: accounting answers (sacct)"
 }
 
 case "${1:-}" in

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from sae_sweeps.launching.signals import warning_signal
 from sae_sweeps.losses.local import LocalLoss
 from sae_sweeps.run import train
 from sae_sweeps.sweeps import add_sweep_dir, sweep_key
@@ -38,7 +38,7 @@ def test_a_run_stopped_by_slurms_warning_signal_resumes_to_the_same_summary(tmp_
     while not checkpoint_path(interrupted).exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
     assert proc.poll() is None, "the run finished before it could be interrupted"
-    proc.send_signal(signal.SIGUSR1)  # what SLURM sends before a time limit (--signal=USR1@...)
+    proc.send_signal(warning_signal())  # what SLURM sends before a time limit (--signal=USR2@...)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode != 0 and "resume from" in stderr
     assert not (interrupted / "summary.json").exists() and not (interrupted / "failure.json").exists()

@@ -1,11 +1,13 @@
 """Surviving a cluster: atomic checkpoints in the run directory, written every so often and when
-SLURM warns of preemption or a time limit, and picked up again when the job restarts."""
+SLURM warns of a time limit or preemption, and picked up again when the job restarts."""
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
+import socket
 import subprocess
 from pathlib import Path
 from types import FrameType
@@ -14,11 +16,12 @@ from typing import Any
 import lightning as L
 import torch
 
+from sae_sweeps.launching.signals import warning_signal
+
+from sae_sweeps.run_directory import checkpoint_path
+
 log = logging.getLogger(__name__)
 
-CHECKPOINT_DIRNAME = "checkpoints"
-LAST_CHECKPOINT = "last.ckpt"
-STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
 
 
 class Preempted(SystemExit):
@@ -28,8 +31,14 @@ class Preempted(SystemExit):
     """
 
 
-def checkpoint_path(run_dir: Path) -> Path:
-    return run_dir / CHECKPOINT_DIRNAME / LAST_CHECKPOINT
+def stop_signals() -> tuple[signal.Signals, ...]:
+    """The time-limit warning the launcher asks SLURM for, and SIGTERM (preemption, scancel)."""
+    return (warning_signal(), signal.SIGTERM)
+
+
+def temporary_path(path: Path) -> Path:
+    """A name beside `path` that no other writer uses, even another host writing the same run."""
+    return path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
 
 
 def resumable_checkpoint(run_dir: Path) -> tuple[Path, int] | None:
@@ -46,7 +55,8 @@ def resumable_checkpoint(run_dir: Path) -> tuple[Path, int] | None:
 
 
 class ResumableCheckpoints(L.Callback):
-    """Saves `checkpoints/last.ckpt` every `every_n_steps` steps and at once when SLURM signals.
+    """Saves `checkpoints/last.ckpt` every `every_n_steps` steps and, when SLURM signals, after the
+    step in flight.
 
     Each save goes to a temporary file renamed over the old one, so a writer killed halfway
     leaves the previous complete checkpoint in place. A checkpoint is never taken of
@@ -61,7 +71,7 @@ class ResumableCheckpoints(L.Callback):
 
     # -- signals --------------------------------------------------------------------------
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        for signum in STOP_SIGNALS:
+        for signum in stop_signals():
             self._previous_handlers[signum] = signal.getsignal(signum)
             signal.signal(signum, self._remember_signal)
 
@@ -84,7 +94,7 @@ class ResumableCheckpoints(L.Callback):
         if stop or (self.every_n_steps > 0 and step % self.every_n_steps == 0 and step < trainer.max_steps):
             self.save(trainer, pl_module)
         if stop:
-            self._hand_over(self.stop_signal or signal.SIGUSR1)
+            self._hand_over(self.stop_signal or warning_signal(), step)
 
     def _stop_requested(self, trainer: L.Trainer, pl_module: L.LightningModule) -> bool:
         stop = torch.tensor(float(self.stop_signal is not None), device=pl_module.device)
@@ -95,20 +105,20 @@ class ResumableCheckpoints(L.Callback):
         if not all(torch.isfinite(p).all() for p in pl_module.parameters()):
             log.warning("not checkpointing step %d: the weights are not finite", trainer.global_step)
             return
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp = temporary_path(self.path)
         if trainer.is_global_zero:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         trainer.save_checkpoint(tmp, weights_only=False)  # full state: optimiser, loops, callbacks
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
 
-    def _hand_over(self, signum: int) -> None:
+    def _hand_over(self, signum: int, step: int) -> None:
         """Let whoever set up the job (submitit, SLURM) requeue it, then stop this process."""
         previous = self._previous_handlers.get(signum)
         self._restore_handlers()
-        log.warning("stopping at signal %s with a checkpoint saved", signal.Signals(signum).name)
+        log.warning("checkpointed step %d at signal %s: stopping", step, signal.Signals(signum).name)
         if callable(previous):
             previous(signum, None)  # submitit requeues the job and exits here
-        elif signum == signal.SIGUSR1 and os.environ.get("SLURM_JOB_ID"):
+        elif signum == warning_signal() and os.environ.get("SLURM_JOB_ID"):
             subprocess.run(["scontrol", "requeue", os.environ["SLURM_JOB_ID"]], check=False)
         raise Preempted(f"stopped by signal {signal.Signals(signum).name}; resume from {self.path}")
