@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from sae_sweeps.config_checks import ConfigError, check_group_choices
 from sae_sweeps.run import train
-from sae_sweeps.run_logging import one_line_error, write_failure
+from sae_sweeps.run_logging import finish_member_run, one_line_error, quiet_console, write_failure
 from sae_sweeps.sweeps import add_sweep_dir
 
 log = logging.getLogger("sae_sweeps")
@@ -39,17 +39,20 @@ def main(cfg: DictConfig) -> float | None:
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     if multirun:
         cfg.sweep_id = hydra_cfg.sweep.dir
+    quiet_console()
     try:
         summary = train(cfg, run_dir)
     except Exception as err:  # one member's failure must not take the sweep (or its results) down
         if global_rank() == 0:
             write_failure(run_dir, err)
+            finish_member_run(cfg, run_dir, err, record_failure=multirun)
         message = f"config error: {err}" if isinstance(err, ConfigError) else one_line_error(err)
         if multirun:
             log.error("%s failed: %s (details in %s/failure.json)", run_dir, message, run_dir)
             return None
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2 if isinstance(err, ConfigError) else 1)
+    finish_member_run(cfg, run_dir)
     if not summary:
         return None  # a non-zero DDP rank: rank 0 reports
     print(f"\nrun directory: {run_dir}\n  SAE: {run_dir / 'sae'}\n  summary: {run_dir / 'summary.json'}")

@@ -20,13 +20,14 @@ from sae_sweeps.data.batch_selection import RankSlice
 from sae_sweeps.evaluation.evaluator import EvalMetrics, Evaluator
 from sae_sweeps.losses import SAELoss
 from sae_sweeps.models import HookError, HookPoint, LanguageModel
-from sae_sweeps.run_logging import SUMMARY_FILENAME, log_summary_to_wandb, write_json_atomically
+from sae_sweeps.run_logging import SUMMARY_FILENAME, log_evaluation, log_summary_to_wandb, write_json_atomically
 from sae_sweeps.saes import SparseAutoencoder
 from sae_sweeps.saes.io import save_sae
 from sae_sweeps.training.callbacks import PeriodicEvaluation
 from sae_sweeps.training.checkpointing import ResumableCheckpoints, resumable_checkpoint
 from sae_sweeps.training.module import SAETrainingModule
 from sae_sweeps.training.performance import PerformanceCallback, configure_process
+from sae_sweeps.training.progress import TokenProgressBar
 from sae_sweeps.training.schedules import Schedule
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         PeriodicEvaluation(evaluator, every_eval),
         ResumableCheckpoints(run_dir, _every(cfg.train.checkpoint_every_fraction, n_steps)),
         PerformanceCallback(cfg),
+        TokenProgressBar(cfg.train.tokens, name),
     ]
     trainer = make_trainer(cfg, run_dir, name, n_steps, callbacks)
     resume_from = resumable_checkpoint(run_dir)
@@ -113,8 +115,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     summary = build_summary(cfg, run_dir, sae, module, final)
     save_sae(sae, run_dir / "sae", input_scale, saelens_metadata(cfg, hook))
     write_json_atomically(run_dir / SUMMARY_FILENAME, summary)
-    for logger in trainer.loggers:
-        logger.log_metrics({f"eval/{k}": v for k, v in final.scalars().items()}, step=trainer.global_step)
+    final_scalars = final.scalars() | {"dead_fraction": summary["dead_fraction"]}
+    log_evaluation(trainer.loggers, final_scalars, final.feature_density_histogram, summary["tokens_trained"], trainer.global_step)
     log_summary_to_wandb(trainer.loggers, summary)
     return summary
 

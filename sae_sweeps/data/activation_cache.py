@@ -291,8 +291,10 @@ class ActivationCache:
         contexts: ContextSource,
         lm_batch_size: int,
         shard_bytes: int = DEFAULT_SHARD_BYTES,
+        progress: Callable[[Iterable[Tensor], int], Iterable[Tensor]] = lambda contexts, total: contexts,
     ) -> None:
         self.fields, self.model, self.hook, self.contexts = fields, model, hook, contexts
+        self.progress = progress  # wraps the LM pass over (contexts, how many): a console progress bar
         self.key = cache_key(fields)
         slug = re.sub(r"[^A-Za-z0-9_.]+", "_", f"{model.name}-{hook.name}")
         self.directory = Path(root).expanduser() / f"{slug}-{self.key}"
@@ -459,7 +461,7 @@ class ActivationCache:
                 if end == min(n_contexts, (shard + 1) * self.shard_contexts):
                     entries[shard] = self._write_shard(shard, torch.cat(pending.pop(shard)), rows, n_contexts)
 
-        for index, context in enumerate(_islice_from(self._canonical_contexts(), 0, last_needed)):
+        for index, context in enumerate(self.progress(_islice_from(self._canonical_contexts(), 0, last_needed), last_needed)):
             if not group:
                 group_start = index
             group.append(context)

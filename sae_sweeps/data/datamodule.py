@@ -18,6 +18,7 @@ from sae_sweeps.data.activation_cache import ActivationCache, CachedActivationSt
 from sae_sweeps.data.streams import ActivationStream, ContextSource, TokenStream
 from sae_sweeps.data.tokens import pack_contexts
 from sae_sweeps.models import HookPoint, LanguageModel
+from sae_sweeps.training.progress import cache_build_bar
 
 
 def load_text_dataset(data: DictConfig):
@@ -103,7 +104,9 @@ class SAEData:
         fields = cache_key_fields(
             self.model, hook, self.cfg, str(self.cfg.get("activation_cache_dtype") or "float32"), self.model_hf_name
         )
-        return ActivationCache(root, fields, self.model, hook, self.training_contexts(), self.cfg.lm_batch_size)
+        return ActivationCache(
+            root, fields, self.model, hook, self.training_contexts(), self.cfg.lm_batch_size, progress=cache_build_bar
+        )
 
     def cached_stream(
         self, hook: HookPoint, batch_tokens: int, seed: int, rank: int = 0, world_size: int = 1, start_batch: int = 0
