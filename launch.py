@@ -17,6 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from sae_sweeps.cli_help import help_page, wants_help
 from sae_sweeps.config_checks import ConfigError, check_group_choices
 from sae_sweeps.run import train
 from sae_sweeps.run_logging import finish_member_run, one_line_error, quiet_console, write_failure
@@ -61,6 +62,9 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    if wants_help(sys.argv[1:]):
+        print(help_page(Path(__file__).parent / "conf"))
+        sys.exit(0)
     try:
         check_group_choices(sys.argv[1:], Path(__file__).parent / "conf")
         sys.argv = [sys.argv[0], *add_sweep_dir(sys.argv[1:])]
