@@ -99,8 +99,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         PeriodicEvaluation(evaluator, every_eval),
         ResumableCheckpoints(run_dir, _every(cfg.train.checkpoint_every_fraction, n_steps)),
         PerformanceCallback(cfg),
-        TokenProgressBar(cfg.train.tokens, name),
     ]
+    if cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a progress-bar callback when it is off
+        callbacks.append(TokenProgressBar(cfg.train.tokens, name))
     trainer = make_trainer(cfg, run_dir, name, n_steps, callbacks)
     resume_from = resumable_checkpoint(run_dir)
     ckpt_path, start_step = resume_from if resume_from else (None, 0)

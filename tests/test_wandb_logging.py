@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from launch_helpers import run_launch
 from sae_sweeps.run_logging import DENSITY_HISTOGRAM, wandb_config, wandb_summary
 from wandb_records import offline_runs
 
@@ -16,8 +17,10 @@ NOISE = (
 
 
 @pytest.mark.slow
-def test_a_sweep_leaves_one_finished_wandb_run_per_member_and_one_for_the_sweep(launch, tmp_path: Path):
-    proc = launch(["-m", "model=tiny", "sparsity.k=4,16,9999", "train.tokens=5120", "train.batch_size=512"])
+def test_a_sweep_leaves_one_finished_wandb_run_per_member_and_one_for_the_sweep(tmp_path: Path, cache_dir: Path):
+    # 4 held-out contexts: evaluations, 5 per member, are most of the time on the tiny model
+    args = ["-m", "model=tiny", "sparsity.k=4,16,9999", "train.tokens=5120", "train.batch_size=512", "data.eval_contexts=4"]
+    proc = run_launch(args, tmp_path, cache_dir, timeout=1800)
     (sweep_dir,) = tmp_path.glob("multirun/*/*")
     runs = offline_runs(sweep_dir)
     members = {run.directory.parents[1].name: run for run in runs if run.job_type == "train"}
