@@ -72,7 +72,9 @@ class TokenProgressBar(ProgressBar):
         loss = trainer.progress_bar_metrics.get("loss")
         if loss is not None:
             self._bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
-        self._bar.update(self._tokens(pl_module) - self._bar.n)
+        tokens = self._tokens(pl_module)
+        self._bar.total = max(self._bar.total, tokens)  # token batches (e2e) count whole contexts: a little over
+        self._bar.update(tokens - self._bar.n)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._bar is not None:  # whole batches may stop short of the budget: finished is 100%
