@@ -69,18 +69,22 @@ class TokenProgressBar(ProgressBar):
         if self._bar is None or (now < self._next_refresh and trainer.global_step < trainer.max_steps):
             return
         self._next_refresh = now + refresh_seconds()
-        loss = trainer.progress_bar_metrics.get("loss")
-        if loss is not None:
-            self._bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
-        tokens = self._tokens(pl_module)
-        self._bar.total = max(self._bar.total, tokens)  # token batches (e2e) count whole contexts: a little over
-        self._bar.update(tokens - self._bar.n)
+        self._show(trainer, self._tokens(pl_module))
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._bar is not None:  # whole batches may stop short of the budget: finished is 100%
-            self._bar.total = self._tokens(pl_module)
-            self._bar.update(self._bar.total - self._bar.n)
+            tokens = self._tokens(pl_module)
+            self._bar.total = tokens
+            self._show(trainer, tokens)
         self._close()
+
+    def _show(self, trainer: L.Trainer, tokens: int) -> None:
+        assert self._bar is not None
+        loss = trainer.progress_bar_metrics.get("loss")
+        if loss is not None:
+            self._bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+        self._bar.total = max(self._bar.total, tokens)  # token batches (e2e) count whole contexts: a little over
+        self._bar.update(tokens - self._bar.n)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._close()
