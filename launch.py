@@ -18,11 +18,13 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from sae_sweeps import run_directory
+from sae_sweeps.cli_help import help_page, wants_help
 from sae_sweeps.config_checks import ConfigError, check_config, check_group_choices
 from sae_sweeps.launching.slurm import register_launcher_schema
 from sae_sweeps.summary import HEADLINE_KEYS
 from sae_sweeps.sweeps import add_sweep_dir
 from sae_sweeps.training.run_lock import one_trainer_per_run_dir
+from sae_sweeps.wandb_member import finish_member_run
 
 log = logging.getLogger("sae_sweeps")
 
@@ -41,8 +43,10 @@ def claim_and_train(cfg: DictConfig, run_dir: Path) -> dict:
         return summary
     if global_rank() == 0:
         run_directory.save_hydra_record(run_dir, cfg, HydraConfig.get())
+    from sae_sweeps.console import quiet_console
     from sae_sweeps.run import train  # torch, Lightning, the LM: only once the checks pass
 
+    quiet_console()
     return train(cfg, run_dir)
 
 
@@ -60,12 +64,14 @@ def main(cfg: DictConfig) -> float | None:
         # A refused directory belongs to another run: nothing is written into it.
         if global_rank() == 0 and not isinstance(err, run_directory.RunDirectoryConflict):
             run_directory.write_failure(run_dir, err)
+            finish_member_run(cfg, run_dir, err, record_failure=multirun)
         message = f"config error: {err}" if isinstance(err, ConfigError) else run_directory.one_line_error(err)
         if multirun:
             log.error("%s failed: %s (details in %s/failure.json)", run_dir, message, run_dir)
             return None
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2 if isinstance(err, ConfigError) else 1)
+    finish_member_run(cfg, run_dir)
     if not summary:
         return None  # a non-zero DDP rank: rank 0 reports
     print(f"\nrun directory: {run_dir}\n  SAE: {run_dir / 'sae'}\n  summary: {run_dir / 'summary.json'}")
@@ -74,6 +80,9 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    if wants_help(sys.argv[1:]):
+        print(help_page(Path(__file__).parent / "conf"))
+        sys.exit(0)
     register_launcher_schema()
     try:
         check_group_choices(sys.argv[1:], Path(__file__).parent / "conf")

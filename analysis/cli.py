@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m analysis",
         description="L0 vs CE-loss Pareto frontiers of SAE sweeps: figures per hook point, tables, comparisons.",
     )
-    parser.add_argument("sources", nargs="+", help="sweep directories (searched at any depth) or wandb:ENTITY/PROJECT")
+    parser.add_argument("sources", nargs="+", help="sweep directories (searched at any depth) or wandb:ENTITY/PROJECT[/GROUP]")
     parser.add_argument("--x", default="l0", metavar="METRIC", help=f"x metric (default l0); one of {metrics}")
     parser.add_argument(
         "--y", default="ce_loss_increase", metavar="METRIC",

@@ -14,6 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from sae_sweeps.cli_help import unknown_key_message, unknown_option_message
 from sae_sweeps.data.text import TextSourceError, check_text_source
 from sae_sweeps.models.hook_point import HookError, HookPoint
 from sae_sweeps.run_config import dictionary_size, preset_width
@@ -161,4 +162,6 @@ def check_group_choices(overrides: list[str], conf_dir: Path) -> None:
         available = sorted(p.stem for p in (conf_dir / key).glob("*.yaml"))
         for choice in value.split(","):
             if choice and choice not in available:
-                raise ConfigError(f"{key}={choice} is not an option; available: {', '.join(available)}")
+                raise ConfigError(unknown_option_message(key, choice, available))
+    if (unknown_key := unknown_key_message(overrides, conf_dir)) is not None:  # train.token=: Hydra's hint, +train.token, would do nothing
+        raise ConfigError(unknown_key)

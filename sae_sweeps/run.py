@@ -23,7 +23,7 @@ from sae_sweeps.losses import SAELoss
 from sae_sweeps.models import HookError, HookPoint, LanguageModel
 from sae_sweeps.run_config import activation_cache_root, dead_window_tokens, dictionary_size, every_n_steps, preset_width
 from sae_sweeps.run_directory import CHECKPOINT_FINGERPRINT_KEY, config_fingerprint, write_json_atomically
-from sae_sweeps.run_logging import log_summary_to_wandb
+from sae_sweeps.run_logging import log_evaluation, log_summary_to_wandb
 from sae_sweeps.saes import SparseAutoencoder
 from sae_sweeps.saes.io import save_sae
 from sae_sweeps.summary import SUMMARY_FILENAME, HeldOutMetrics, RunChoices, RunSummary, TrainingRecord
@@ -31,6 +31,7 @@ from sae_sweeps.training.callbacks import PeriodicEvaluation
 from sae_sweeps.training.checkpointing import ResumableCheckpoints, resumable_checkpoint
 from sae_sweeps.training.module import SAETrainingModule
 from sae_sweeps.training.performance import PerformanceCallback, configure_process, device_for
+from sae_sweeps.training.progress import TokenProgressBar
 from sae_sweeps.training.schedules import Schedule
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, name: str, n_steps: int, evalu
         FingerprintInCheckpoints(config_fingerprint(cfg)),
         PerformanceCallback(cfg),
     ]
+    if cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a progress-bar callback when it is off
+        callbacks.append(TokenProgressBar(cfg.train.tokens, name))
     # Our checkpoints handle SLURM's warning signal; Lightning's own requeue would race them.
     plugins = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
     return L.Trainer(
@@ -179,8 +182,8 @@ def evaluate_and_save(
     summary = run_summary(cfg, run_dir, module, final, hook).to_json()
     save_sae(sae, run_dir / "sae", module.input_scale, saelens_metadata(cfg, hook))
     write_json_atomically(run_dir / SUMMARY_FILENAME, summary)
-    for logger in trainer.loggers:
-        logger.log_metrics({f"eval/{k}": v for k, v in final.scalars().items()}, step=trainer.global_step)
+    final_scalars = final.scalars() | {"dead_fraction": summary["dead_fraction"]}
+    log_evaluation(trainer.loggers, final_scalars, final.feature_density_histogram, summary["tokens_trained"], trainer.global_step)
     log_summary_to_wandb(trainer.loggers, summary)
     return summary
 

@@ -22,6 +22,8 @@ FILES = {"empty.txt": b"", "binary.txt": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR",
 BAD_INPUTS: dict[str, tuple[list[str], str]] = {
     # name: (overrides, the one line launch.py prints)
     "unknown architecture": (["sae_arch=nope"], "sae_arch=nope is not an option; available: batchtopk, gated, jumprelu, matryoshka, relu, topk"),
+    "misspelt option": (["sae_arch=topK"], "sae_arch=topK is not an option; did you mean sae_arch=topk? available: batchtopk, gated, jumprelu, matryoshka, relu, topk"),
+    "misspelt key": (["train.token=1000"], "train.token=1000: no such config key; did you mean train.tokens?"),
     "k that is not a number": (["sparsity.k=abc"], "sparsity.k=abc must be a whole number"),
     "k larger than the dictionary": (["sparsity.k=100000"], "sparsity.k=100000 is larger than the dictionary (d_sae=512)"),
     "k of zero": (["sparsity.k=0"], "sparsity.k=0 must be at least 1"),
@@ -58,8 +60,11 @@ def case(name: str, tmp_path: Path) -> tuple[list[str], str]:
     return [o.replace("DATA", str(data)) for o in overrides], line.replace("DATA", str(data))
 
 
-# Group choices and resume= are refused by launch.py before a config is composed.
-@pytest.mark.parametrize("name", [n for n, (overrides, _) in BAD_INPUTS.items() if not overrides[0].startswith(("sae_arch=nope", "resume="))])
+# Group choices, unknown keys and resume= are refused by launch.py before a config is composed.
+REFUSED_BEFORE_COMPOSING = ("sae_arch=nope", "sae_arch=topK", "train.token=", "resume=")
+
+
+@pytest.mark.parametrize("name", [n for n, (overrides, _) in BAD_INPUTS.items() if not overrides[0].startswith(REFUSED_BEFORE_COMPOSING)])
 def test_check_config_refuses_it_with_the_tables_line(name, tmp_path: Path):
     overrides, line = case(name, tmp_path)
     with pytest.raises(ConfigError) as err:

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
+from sae_sweeps.console import cache_build_bar
 from sae_sweeps.data import text
 from sae_sweeps.data.activation_cache import ActivationCache, CachedActivationStream, StreamBudget, cache_key_fields
 from sae_sweeps.data.streams import ActivationStream, ContextSource, TokenStream
@@ -95,7 +96,9 @@ class Corpus:
             self.model, hook, self.cfg, str(self.cfg.get("activation_cache_dtype") or "float32"), self.model_hf_name,
             self.split_by_context,
         )
-        return ActivationCache(root, fields, self.model, hook, self.training_contexts(), self.cfg.lm_batch_size)
+        return ActivationCache(
+            root, fields, self.model, hook, self.training_contexts(), self.cfg.lm_batch_size, progress=cache_build_bar
+        )
 
     def cached_stream(
         self, hook: HookPoint, batch_tokens: int, seed: int, n_steps: int, start_batch: int = 0

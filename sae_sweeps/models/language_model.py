@@ -43,7 +43,7 @@ class LanguageModel:
         return next(self.bridge.parameters()).device
 
     def to(self, device: torch.device | str) -> LanguageModel:
-        self.bridge.to(device)
+        self.bridge.to(device, print_details=False)  # transformer_lens prints every move otherwise
         return self
 
     def check_hook(self, hook: HookPoint) -> None:

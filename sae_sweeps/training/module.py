@@ -61,8 +61,9 @@ class SAETrainingModule(L.LightningModule):
         self._update_firing_statistics(out.firing_counts_F, out.n_tokens)
         self.loss_history.append(self.trainer.strategy.reduce(out.total.detach(), reduce_op="mean"))
         # Lightning's bookkeeping of each self.log call costs ~0.3 ms even on steps that write
-        # nothing (docs/benchmarks.md), so only logging steps log.
-        if self.global_step % self.trainer.log_every_n_steps == 0:
+        # nothing (docs/benchmarks.md), so only logging steps log: those Lightning sends to the
+        # loggers, (step + 1) % log_every_n_steps == 0 (other steps' values would arrive stale).
+        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
             self.log_dict(
                 {
                     "train/loss": out.total.detach(),

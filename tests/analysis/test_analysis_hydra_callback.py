@@ -1,6 +1,7 @@
 """The Hydra callback that leaves a finished sweep's frontier plot in its directory."""
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -22,7 +23,44 @@ def sweep_config(sweep_dir: Path):
 def test_callback_writes_the_figure_into_the_sweep_directory(sweep_dir: Path, capsys):
     AnalyzeSweepCallback(baseline="loss=local").on_multirun_end(sweep_config(sweep_dir))
     assert (sweep_dir / "analysis" / FIGURE).stat().st_size > 1024
-    assert "sweep analysis (16 completed, 1 failed, 1 unfinished) written to" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "sweep analysis (16 completed, 1 failed, 1 unfinished) written to" in out
+    assert not (sweep_dir / "analysis" / "wandb").exists()  # no wandb logger, no sweep-level run
+
+
+def test_callback_prints_one_line_per_member_with_status_metrics_and_errors(sweep_dir: Path, capsys):
+    AnalyzeSweepCallback().on_multirun_end(sweep_config(sweep_dir))
+    lines = capsys.readouterr().out.splitlines()
+    header = lines[0].split()
+    assert header[:5] == ["run", "sae_arch", "loss", "sparsity_value", "status"] and "ce_loss_increase" in header
+    members = {line.split()[0]: line.split() for line in lines[1:19]}
+    assert members["0"][:5] == ["0", "topk", "local", "10", "completed"]
+    assert members["16"][4] == "failed" and members["17"][4] == "unfinished"
+    assert "16 failed: RuntimeError: CUDA out of memory" in lines
+
+
+def test_with_the_wandb_logger_the_sweep_logs_one_sweep_level_run_in_its_group(sweep_dir: Path, capsys):
+    from wandb_records import offline_runs
+
+    config = OmegaConf.create(
+        {
+            "hydra": {"sweep": {"dir": str(sweep_dir)}},
+            "logger": {"_target_": "sae_sweeps.run_logging.wandb_logger", "project": "p", "entity": None, "mode": "offline"},
+        }
+    )
+    AnalyzeSweepCallback(baseline="loss=local").on_multirun_end(config)
+    assert "sweep analysis logged to wandb (sweep-analysis sweep-1)" in capsys.readouterr().out
+    (run,) = offline_runs(sweep_dir / "analysis" / "wandb")
+    assert (run.job_type, run.group, run.exit_code) == ("sweep-analysis", "sweep-1", 0)
+    assert run.summary["completed"] == 16 and run.summary["failed"] == 1
+    files = run.directory / "files"
+    for name, rows in (("frontier", 12), ("runs", 18), ("comparison", 4)):
+        assert run.summary[f"{name}/_type"] == "table-file" and run.summary[f"{name}/nrows"] == rows
+        table = json.loads((files / run.summary[f"{name}/path"]).read_text())
+        assert len(table["data"]) == rows
+    runs_table = json.loads((files / run.summary["runs/path"]).read_text())
+    assert {"run", "status", "l0", "ce_loss_increase", "sae_arch"} <= set(runs_table["columns"])
+    assert (files / run.summary[f"{FIGURE.removesuffix('.png')}/path"]).stat().st_size > 1024
 
 
 def test_callback_never_raises_and_prints_a_one_line_warning(tmp_path: Path, capsys):

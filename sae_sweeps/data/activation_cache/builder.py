@@ -10,7 +10,8 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -74,8 +75,11 @@ class ActivationCache:
         contexts: ContextSource,
         lm_batch_size: int,
         shard_bytes: int = DEFAULT_SHARD_BYTES,
+        progress: Callable[[Iterable[Tensor], int], Iterable[Tensor]] = lambda contexts, total: contexts,
     ) -> None:
         self.fields, self.model, self.hook, self.contexts = fields, model, hook, contexts
+        self.progress = progress
+        """Wraps the build's LM pass over its contexts (with their count): the console's progress bar."""
         self.key = cache_key(fields)
         slug = re.sub(r"[^A-Za-z0-9_.]+", "_", f"{model.name}-{hook.name}")
         self.directory = Path(root).expanduser() / f"{slug}-{self.key}"
@@ -249,9 +253,7 @@ class ActivationCache:
                 if end == min(n_contexts, (shard + 1) * self.shard_contexts):
                     entries[shard] = self._write_shard(shard, torch.cat(pending.pop(shard)), rows, n_contexts)
 
-        for index, context in enumerate(self.contexts()):
-            if index >= last_needed:
-                break
+        for index, context in enumerate(self.progress(islice(self.contexts(), last_needed), last_needed)):
             if not group:
                 group_start = index
             group.append(context)
