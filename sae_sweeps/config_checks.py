@@ -84,6 +84,7 @@ def _check_data(cfg: DictConfig) -> None:
                  f"is longer than {cfg.model.name} takes (model.n_ctx={n_ctx})")
     _check_number(cfg, "data.holdout_every", minimum=2, integer=True)
     _check_number(cfg, "data.eval_contexts", minimum=1, integer=True)
+    _check_number(cfg, "data.periodic_eval_contexts", minimum=1, integer=True)
     _check_number(cfg, "data.eval_batch_contexts", minimum=1, integer=True)
     _check_number(cfg, "data.lm_batch_size", minimum=1, integer=True)
     _check_number(cfg, "data.scale_sample_contexts", minimum=1, integer=True)

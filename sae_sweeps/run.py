@@ -46,10 +46,13 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     data = Corpus(cfg.data, model, activation_cache_root(cfg), cfg.model.get("hf_name"))
     loss = build_loss(cfg, model, hook)
     sae, input_scale = build_sae(cfg, model, hook, data)
-    evaluator = Evaluator(model, hook, data.held_out_contexts(), cfg.data.eval_batch_contexts)
+    held_out_NT = data.held_out_contexts()
+    evaluator = Evaluator(model, hook, held_out_NT, cfg.data.eval_batch_contexts)
+    # Curves during training on a few contexts, so that 5 points cost about one full evaluation.
+    periodic = Evaluator(model, hook, held_out_NT[: cfg.data.periodic_eval_contexts], cfg.data.eval_batch_contexts)
     n_steps = data.steps_for_budget(loss.input_kind, cfg.train.tokens, cfg.train.batch_size)
     module = build_module(cfg, sae, loss, input_scale, n_steps)
-    trainer = build_trainer(cfg, run_dir, run_name(cfg, sae), n_steps, evaluator)
+    trainer = build_trainer(cfg, run_dir, run_name(cfg, sae), n_steps, periodic)
     resume_from = resumable_checkpoint(run_dir)  # (checkpoint, its step): a requeued or preempted run
     start_step = resume_from[1] if resume_from else 0
     stream = data.training_stream(loss.input_kind, hook, cfg.train.batch_size, cfg.train.seed, n_steps, start_step)
@@ -124,7 +127,7 @@ class FingerprintInCheckpoints(L.Callback):
         checkpoint[CHECKPOINT_FINGERPRINT_KEY] = self.fingerprint
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, name: str, n_steps: int, evaluator: Evaluator) -> L.Trainer:
+def build_trainer(cfg: DictConfig, run_dir: Path, name: str, n_steps: int, periodic: Evaluator) -> L.Trainer:
     loggers = []
     if cfg.logger is not None:
         loggers.append(
@@ -138,7 +141,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, name: str, n_steps: int, evalu
             )
         )
     callbacks = [
-        PeriodicEvaluation(evaluator, every_n_steps(cfg.train.eval_every_fraction, n_steps)),
+        PeriodicEvaluation(periodic, every_n_steps(cfg.train.eval_every_fraction, n_steps)),
         ResumableCheckpoints(run_dir, every_n_steps(cfg.train.checkpoint_every_fraction, n_steps)),
         FingerprintInCheckpoints(config_fingerprint(cfg)),
         PerformanceCallback(cfg),
