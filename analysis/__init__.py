@@ -3,23 +3,27 @@
 Notebook use: `runs = load_runs("multirun/2026-11-23/15-00-00")`, then `result = analyze(runs, baseline="loss=local")`.
 """
 
-from analysis.compare import compare_frontiers, interpolate_at
-from analysis.errors import AnalysisError
-from analysis.frontier import frontiers_by_group, pareto_frontier
-from analysis.metrics import METRICS, Metric
-from analysis.report import AnalysisResult, analyze
-from analysis.runs import load_runs, status_summary
+import importlib
 
-__all__ = [
-    "METRICS",
-    "AnalysisError",
-    "AnalysisResult",
-    "Metric",
-    "analyze",
-    "compare_frontiers",
-    "frontiers_by_group",
-    "interpolate_at",
-    "load_runs",
-    "pareto_frontier",
-    "status_summary",
-]
+# Where each public name lives. They load on first use: Hydra imports analysis.hydra_callback in
+# every run, and pandas and matplotlib must not slow down a config error or --cfg.
+_PUBLIC = {
+    "METRICS": "analysis.metrics",
+    "AnalysisError": "analysis.errors",
+    "AnalysisResult": "analysis.report",
+    "Metric": "analysis.metrics",
+    "analyze": "analysis.report",
+    "compare_frontiers": "analysis.compare",
+    "frontiers_by_group": "analysis.frontier",
+    "interpolate_at": "analysis.compare",
+    "load_runs": "analysis.runs",
+    "pareto_frontier": "analysis.frontier",
+    "status_summary": "analysis.runs",
+}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,26 +1,15 @@
 """A Hydra callback that, when a sweep ends, prints a table of its members, leaves the frontier
 figures and tables in the sweep's directory, and (when the sweep logs to wandb) logs them as
-one sweep-level wandb run in the sweep's group."""
+one sweep-level wandb run in the sweep's group (analysis/sweep_end.py)."""
 
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
-
-from analysis.report import AnalysisResult, analyze
-from analysis.runs import status_summary
-from analysis.schema import CONFIG_COLUMN, FAILED
-from analysis.tables import text_table
-from analysis.wandb_source import SWEEP_ANALYSIS_JOB_TYPE
+from omegaconf import DictConfig
 
 OUT_SUBDIR = "analysis"
-WANDB_LOGGER_TARGET = "sae_sweeps.run_logging.wandb_logger"
-MEMBER_COLUMNS = ("run", "sae_arch", "loss", "sparsity_value", "status", "l0", "ce_loss_increase", "fvu", "dead_fraction")
-MAX_MEMBERS_SHOWN = 20
-ERROR_WIDTH = 100
 
 
 class AnalyzeSweepCallback(Callback):
@@ -42,6 +31,12 @@ class AnalyzeSweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if not self.enabled:
             return
+        # pandas and matplotlib load only here: Hydra builds this callback for every run, and a
+        # config error or --cfg must not wait for them.
+        from analysis.report import analyze
+        from analysis.runs import status_summary
+        from analysis.sweep_end import log_sweep_to_wandb, members_table
+
         try:
             out = Path(config.hydra.sweep.dir) / OUT_SUBDIR
             result = analyze(
@@ -69,69 +64,6 @@ class AnalyzeSweepCallback(Callback):
             return
         if logged:
             print(f"sweep analysis logged to wandb ({logged})")
-
-
-def members_table(runs: pd.DataFrame) -> str:
-    """The sweep's members, one line each: their choices, status and headline metrics; errors below."""
-    members = runs[[column for column in MEMBER_COLUMNS if column in runs]].head(MAX_MEMBERS_SHOWN)
-    lines = [text_table(members)]
-    if len(runs) > MAX_MEMBERS_SHOWN:
-        lines.append(f"... and {len(runs) - MAX_MEMBERS_SHOWN} more (see runs.csv)")
-    failed = runs[runs["status"] == FAILED]
-    lines += [f"{run} failed: {str(error)[:ERROR_WIDTH]}" for run, error in zip(failed["run"], failed["error"])]
-    return "\n".join(lines)
-
-
-def wandb_settings(config: DictConfig) -> dict[str, Any] | None:
-    """project, entity and mode of the sweep's wandb logger, or None when it logs elsewhere."""
-    logger = config.get("logger")
-    if logger is None or logger.get("_target_") != WANDB_LOGGER_TARGET:
-        return None
-    return {key: OmegaConf.select(logger, key) for key in ("project", "entity", "mode")}
-
-
-def log_sweep_to_wandb(config: DictConfig, result: AnalysisResult, out: Path) -> str | None:
-    """One run in the sweep's group (job_type "sweep-analysis"): the frontier points, every run
-    and the comparison as wandb Tables, and each frontier figure. Returns the run's name, or None
-    when the sweep does not log to wandb."""
-    settings = wandb_settings(config)
-    if settings is None:
-        return None
-    import wandb  # slow to import, and only this path needs it
-
-    group = sweep_group(result.runs, str(config.hydra.sweep.dir))
-    name = f"{SWEEP_ANALYSIS_JOB_TYPE} {Path(group).name}"
-    run = wandb.init(
-        **settings, group=group, job_type=SWEEP_ANALYSIS_JOB_TYPE, name=name, dir=str(out), reinit="create_new",
-        config={"x": result.x, "y": result.y, "group": ",".join(result.group), "at": list(result.at)},
-    )
-    try:
-        run.log(
-            {
-                "frontier": wandb_table(result.frontiers),
-                "runs": wandb_table(result.runs.drop(columns=CONFIG_COLUMN)),
-                "comparison": wandb_table(result.comparison),
-                **{path.stem: wandb.Image(str(path)) for path in result.files if path.suffix == ".png"},
-            }
-        )
-        run.summary.update(result.runs["status"].value_counts().to_dict())
-    finally:
-        run.finish()
-    return name
-
-
-def sweep_group(runs: pd.DataFrame, sweep_dir: str) -> str:
-    """The wandb group the members logged to: the sweep_id their summaries record."""
-    ids = runs["sweep_id"].dropna().unique()
-    return str(ids[0]) if len(ids) else sweep_dir
-
-
-def wandb_table(table: pd.DataFrame) -> Any:
-    """A wandb Table of a data frame, missing values as None and every cell a plain Python value."""
-    import wandb
-
-    plain = table.astype(object).where(table.notna(), None)
-    return wandb.Table(columns=[str(column) for column in plain.columns], data=plain.values.tolist())
 
 
 def _first_line(error: Exception) -> str:
