@@ -166,3 +166,9 @@ def test_the_evaluator_gives_the_same_metrics_and_standard_errors_however_contex
     in_fours = Evaluator(tiny_model, hook, contexts_NT, batch_contexts=4).evaluate(sae)
     assert one_by_one.scalars() == pytest.approx(in_fours.scalars(), rel=1e-5, abs=1e-9)
     assert all(math.isfinite(se) and se > 0 for se in in_fours.standard_errors.values())
+
+
+def test_a_held_out_set_without_ordinary_tokens_is_a_clear_error():
+    sums = HeldOutSums(d_sae=7, device=torch.device("cpu"))
+    with pytest.raises(ValueError, match="no ordinary tokens"):
+        sums.finish(sums.reference_losses())

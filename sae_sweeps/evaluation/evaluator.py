@@ -24,8 +24,8 @@ class PerContext:
         self._chunks.append(values_B.double())
 
     def vector(self) -> Tensor:
-        """[C] (or [C, D]): every context's value, in the order the batches came."""
-        return torch.cat(self._chunks)
+        """[C] (or [C, D]): every context's value, in the order the batches came (empty before any batch)."""
+        return torch.cat(self._chunks) if self._chunks else torch.zeros(0, dtype=torch.float64)
 
 
 class ReferenceLosses(NamedTuple):
