@@ -57,12 +57,12 @@ class HeldOutSums:
         """Ordinary tokens' activations and reconstructions as the SAE saw them (scaled), and their codes;
         row n belongs to the n-th ordinary token of `ordinary_BT` in row-major order."""
         x_ND, x_hat_ND = x_ND.double() / input_scale, x_hat_ND.double() / input_scale
-        tokens_B = ordinary_BT.sum(dim=1)
-        context_N = torch.repeat_interleave(torch.arange(len(tokens_B), device=tokens_B.device), tokens_B)
 
         def per_context(values_N: Tensor) -> Tensor:
-            totals = torch.zeros((len(tokens_B), *values_N.shape[1:]), dtype=torch.float64, device=values_N.device)
-            return totals.index_add_(0, context_N, values_N.double())
+            # Back to [B, T, ...] (zeros at special tokens), then summed over positions: cheaper than index_add_.
+            dense = torch.zeros((*ordinary_BT.shape, *values_N.shape[1:]), dtype=torch.float64, device=values_N.device)
+            dense[ordinary_BT] = values_N.double()
+            return dense.sum(dim=1)
 
         active_NF = latents_NF != 0
         self.squared_error.add(per_context((x_ND - x_hat_ND).pow(2).sum(dim=1)))
@@ -70,7 +70,7 @@ class HeldOutSums:
         self.sum_CD.add(per_context(x_ND))
         self.active_latents.add(per_context(active_NF.sum(dim=1)))
         self.fired_F += active_NF.sum(dim=0)
-        self.tokens.add(tokens_B)
+        self.tokens.add(ordinary_BT.sum(dim=1))
 
     def add_predictions(self, targets_BT: Tensor, predict_BT: Tensor, clean_lp: Tensor, sae_lp: Tensor) -> None:
         """Next-token log-probabilities of the clean and the spliced LM."""
