@@ -5,7 +5,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from analysis.compare import ratio_column, value_column
+from analysis.compare import comparison_blocks, comparison_footer
 from analysis.errors import AnalysisError
 from analysis.groups import GROUP_COLUMN
 from analysis.metrics import METRICS
@@ -90,28 +90,18 @@ def default_out_dir(first_source: str) -> Path:
 
 
 def comparison_lines(result: AnalysisResult) -> list[str]:
-    """The comparison table, one block per hook point: y at fixed x, then the ratios to the baseline if any."""
-    x, y, at = result.x, result.y, result.at
+    """The comparison table, one block per hook point: y ± SE at fixed x, then the ratios to the baseline if any,
+    and what the marks mean."""
     lines = []
-    for (model, hook), site in result.comparison.groupby(["model", "hook"], dropna=False, sort=False):
-        values = site[["group", *(value_column(x, y, value) for value in at)]]
-        lines += ["", f"{model} {hook}: {y} at {x} =", text_table(values.set_axis(["group", *map(_short, at)], axis=1))]
-        if "baseline" in site:
-            ratios = site[["group", "baseline", *(ratio_column(x, value) for value in at)]]
-            ratios = ratios.set_axis(["group", "baseline", *map(_short, at)], axis=1)
-            lines += [f"ratio to baseline at {x} =", text_table(ratios)]
-    if result.comparison.isna().any().any():
-        lines.append(f"n/a: {x} outside the range that frontier measured (values are never extrapolated)")
-    return [*lines, ""]
-
-
-def _short(value: float) -> str:
-    return f"{value:g}"
+    for caption, table in comparison_blocks(result.comparison, result.x, result.y, result.at):
+        lines += ["", caption, text_table(table)]
+    return [*lines, *comparison_footer(result.comparison, result.x, result.y, result.at), ""]
 
 
 def report_text(result: AnalysisResult, out: Path) -> str:
-    """What the CLI prints: notes, the comparison table, failures, the status line and where the files are."""
-    lines = [f"note: {note}" for note in result.notes]
+    """What the CLI prints: notes and warnings, the comparison table, failures, the status line and where the
+    files are."""
+    lines = [f"note: {note}" for note in result.notes] + [f"warning: {warning}" for warning in result.warnings]
     lines += comparison_lines(result)
     failed = result.runs[result.runs["status"] == FAILED]
     for run, group, error in list(zip(failed["run"], failed[GROUP_COLUMN], failed["error"]))[:MAX_FAILURES_SHOWN]:

@@ -49,11 +49,14 @@ def frontiers_by_group(
 ) -> pd.DataFrame:
     """The frontier points of each (model, hook point, group) of completed runs, one row per point.
 
-    Columns: model, hook, the group keys, 'group' (the group's label), x, y, sparsity_value, run, location.
+    Columns: model, hook, the group keys, 'group' (the group's label), x, y, the standard error `<metric>_se` after
+    each axis metric that has one (NaN for runs written before standard errors existed), sparsity_value, run,
+    location.
     """
     keys = parse_group_keys(group)
     points = with_group_columns(plottable_runs(runs, x, y), keys)
-    columns = list(dict.fromkeys((*SITE_COLUMNS, *keys, GROUP_COLUMN, x, y, *FRONTIER_EXTRA_COLUMNS)))
+    axes = [column for metric in (x, y) for column in (metric, get_metric(metric, "axis").se) if column]
+    columns = list(dict.fromkeys((*SITE_COLUMNS, *keys, GROUP_COLUMN, *axes, *FRONTIER_EXTRA_COLUMNS)))
     frontiers = [
         pareto_frontier(group_points, x, y)[columns]
         for _, group_points in points.groupby([*SITE_COLUMNS, GROUP_COLUMN], dropna=False, sort=False)

@@ -33,7 +33,10 @@ def frontier_figure(
     for label, frontier in frontiers.groupby(GROUP_COLUMN, sort=False):
         run_count = (points[GROUP_COLUMN] == label).sum()
         legend = f"{label} ({run_count} run{'' if run_count == 1 else 's'})"
-        axes.plot(frontier[x], frontier[y], marker="o", markersize=4, color=colors[label], label=legend)
+        axes.errorbar(
+            frontier[x], frontier[y], xerr=error_bars(frontier, x), yerr=error_bars(frontier, y), marker="o",
+            markersize=4, color=colors[label], label=legend, elinewidth=1, capsize=2,
+        )
     axes.scatter([], [], s=22, color="grey", alpha=0.35, linewidths=0, label="every completed run")
     axes.set_xscale("log")
     # Ticks at 1-2-5 read as plain numbers (10, 20, 50) rather than only the powers of ten.
@@ -46,6 +49,15 @@ def frontier_figure(
     axes.grid(True, which="both", alpha=0.25)
     figure.legend(loc="outside right upper", fontsize="small")
     return figure
+
+
+def error_bars(frontier: pd.DataFrame, metric: str) -> pd.Series | None:
+    """One standard error either side of each frontier point, or None when no point has one (a metric without a
+    standard error, or runs from before summaries carried them); a point without one gets no bar."""
+    se = get_metric(metric, "axis").se
+    if se not in frontier or not frontier[se].notna().any():
+        return None
+    return frontier[se].astype("float64").fillna(0.0)
 
 
 def save_figure(figure: Figure, stem: Path) -> list[Path]:
@@ -69,9 +81,12 @@ def write_html_figure(
             marker={"color": colors[label], "opacity": 0.3}, text=_hover_text(group_points),
         )
     for label, frontier in frontiers.groupby(GROUP_COLUMN, sort=False):
+        x_bars, y_bars = error_bars(frontier, x), error_bars(frontier, y)
         figure.add_scatter(
             x=frontier[x], y=frontier[y], mode="lines+markers", name=label, legendgroup=label,
             line={"color": colors[label]}, text=_hover_text(frontier),
+            error_x=None if x_bars is None else {"type": "data", "array": x_bars.tolist(), "visible": True},
+            error_y=None if y_bars is None else {"type": "data", "array": y_bars.tolist(), "visible": True},
         )
     figure.update_layout(
         title=f"Pareto frontiers: {title}", xaxis={"type": "log", "title": get_metric(x, "x").label},

@@ -9,14 +9,14 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis.compare import compare_frontiers, default_comparison_points
+from analysis.compare import comparison_blocks, comparison_footer, compare_frontiers, default_comparison_points
 from analysis.errors import AnalysisError
 from analysis.frontier import frontiers_by_group, plottable_runs
-from analysis.groups import GROUP_COLUMN, GroupKeys, parse_group_keys, site_label, with_group_columns
+from analysis.groups import GROUP_COLUMN, SITE_COLUMNS, GroupKeys, parse_group_keys, site_label, with_group_columns
 from analysis.plots import frontier_figure, group_colors, save_figure, write_html_figure
 from analysis.runs import Source, load_runs
 from analysis.schema import COMPLETED, CONFIG_COLUMN
-from analysis.tables import write_csv, write_markdown
+from analysis.tables import markdown_table, write_csv, write_markdown, write_text
 
 
 @dataclass
@@ -41,6 +41,8 @@ class AnalysisResult:
     """One frontier figure per hook point, keyed by '<model> <hook>'."""
     notes: list[str] = field(default_factory=list)
     """What the user should know: several hook points, runs left off the plots, outputs skipped."""
+    warnings: list[str] = field(default_factory=list)
+    """What makes the comparison weaker than it looks: groups whose frontier is a single point."""
     files: list[Path] = field(default_factory=list)
     """Files written, empty when no output directory was given."""
 
@@ -89,6 +91,7 @@ def analyze(
             f"{completed_count - len(points)} of {completed_count} completed runs lack a finite {y} or a positive, "
             f"finite {x} (the x axis is logarithmic) and are left off the frontiers"
         )
+    result.warnings += sparse_frontier_warnings(frontiers, x)
     if len(site_views) > 1:
         result.notes.append(
             f"runs cover {len(site_views)} hook points ({'; '.join(site_views)}): one figure per hook point"
@@ -98,6 +101,30 @@ def analyze(
     if html and importlib.util.find_spec("plotly") is None:
         result.notes.append("plotly is not installed, so no interactive HTML was written (pip install plotly)")
     return result
+
+
+def sparse_frontier_warnings(frontiers: pd.DataFrame, x: str) -> list[str]:
+    """A warning per hook point naming its groups whose frontier has fewer than two points: a point, not a curve,
+    so the comparison reads it only at exactly that x (n/a everywhere else)."""
+    warnings = []
+    for (model, hook), site in frontiers.groupby(list(SITE_COLUMNS), dropna=False, sort=False):
+        sizes = site.groupby(GROUP_COLUMN, sort=False)[x].agg(["size", "first"])
+        single = sizes[sizes["size"] < 2]
+        if len(single):
+            groups = "; ".join(f"{label} ({x}={value:g})" for label, value in single["first"].items())
+            warnings.append(
+                f"{site_label(model, hook)}: {len(single)} of {len(sizes)} groups have a single frontier point, so "
+                f"their comparison values are n/a except at that {x} (run more sparsity values): {groups}"
+            )
+    return warnings
+
+
+def comparison_markdown(result: AnalysisResult) -> str:
+    """comparison.md: the comparison tables as the CLI prints them (± and marks), and what the marks mean."""
+    blocks = comparison_blocks(result.comparison, result.x, result.y, result.at)
+    footer = comparison_footer(result.comparison, result.x, result.y, result.at)
+    tables = "\n".join(f"{caption}\n\n{markdown_table(table)}" for caption, table in blocks)
+    return tables + "\n" + "\n\n".join(footer) + "\n"
 
 
 def _write_files(
@@ -113,7 +140,7 @@ def _write_files(
         write_csv(result.frontiers, out / "frontier.csv"),
         write_markdown(result.frontiers, out / "frontier.md"),
         write_csv(result.comparison, out / "comparison.csv"),
-        write_markdown(result.comparison, out / "comparison.md"),
+        write_text(comparison_markdown(result), out / "comparison.md"),
     ]
     write_html = html and importlib.util.find_spec("plotly") is not None
     for label, (site_points, site_frontiers) in site_views.items():

@@ -17,6 +17,14 @@ def format_cell(value: Any) -> str:
     return str(value)
 
 
+def format_estimate(value: Any, se: Any = None, mark: str = "") -> str:
+    """'0.1234 ± 0.0051' (the SE to 2 significant digits), just the value when the SE is missing; then `mark`."""
+    text = format_cell(value)
+    if text != MISSING_TEXT and format_cell(se) != MISSING_TEXT:
+        text += f" ± {se:.2g}"
+    return f"{text} {mark}" if mark and text != MISSING_TEXT else text
+
+
 def markdown_table(table: pd.DataFrame) -> str:
     """A GitHub-flavoured markdown table."""
     def line(cells: list[str]) -> str:
@@ -51,5 +59,10 @@ def write_csv(table: pd.DataFrame, path: Path) -> Path:
 
 def write_markdown(table: pd.DataFrame, path: Path) -> Path:
     """The table written as a markdown file."""
-    path.write_text(markdown_table(table))
+    return write_text(markdown_table(table), path)
+
+
+def write_text(text: str, path: Path) -> Path:
+    """`text` written to `path`."""
+    path.write_text(text)
     return path

@@ -10,16 +10,25 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, NamedTuple
 
-SUMMARY_VERSION = 2
-"""Bumped whenever a field changes meaning or goes away (1: before the contract was declared here)."""
+SUMMARY_VERSION = 3
+"""Bumped whenever a field changes meaning, appears or goes away (1: before the contract was declared here;
+2: declared here; 3: a `<name>_se` standard error beside each held-out estimate)."""
+SE_SUFFIX = "_se"
+"""`<name>_se` is the standard error of metric `<name>` (docs/method.md#standard-errors)."""
 SUMMARY_FILENAME = "summary.json"
 FAILURE_FILENAME = "failure.json"
 COMPLETED = "completed"
 
 
-def axis(label: str, higher_is_better: bool = False, headline: bool = False) -> Any:
-    """A field that can be a frontier axis (`label` with units); `headline` ones are printed at the end of a run."""
-    return field(metadata={"axis_label": label, "higher_is_better": higher_is_better, "headline": headline})
+def axis(label: str, higher_is_better: bool = False, headline: bool = False, se: bool = False) -> Any:
+    """A field that can be a frontier axis (`label` with units); `headline` ones are printed at the end of a run;
+    `se` ones are estimates over held-out contexts and carry a standard error `<name>_se`."""
+    return field(metadata={"axis_label": label, "higher_is_better": higher_is_better, "headline": headline, "se": se})
+
+
+def se_key(name: str) -> str:
+    """The summary key holding the standard error of metric `name`."""
+    return name + SE_SUFFIX
 
 
 def headline(**metadata: Any) -> Any:
@@ -31,34 +40,43 @@ def headline(**metadata: Any) -> Any:
 class HeldOutMetrics:
     """Held-out metrics of one SAE from one pass of the evaluator (docs/method.md#metrics)."""
 
-    l0: float = axis("L0 (active latents per token)", headline=True)
+    l0: float = axis("L0 (active latents per token)", headline=True, se=True)
     """Mean number of active latents per ordinary held-out token."""
-    fvu: float = axis("FVU (fraction of variance unexplained)", headline=True)
+    fvu: float = axis("FVU (fraction of variance unexplained)", headline=True, se=True)
     """sum ||x - x_hat||^2 / sum ||x - mean(x)||^2 (variance about the mean, not about zero)."""
-    explained_variance: float = axis("Explained variance (fraction)", higher_is_better=True)
+    explained_variance: float = axis("Explained variance (fraction)", higher_is_better=True, se=True)
     """1 - fvu."""
-    ce_loss_clean: float = axis("CE loss of the clean LM (nats/token)")
+    ce_loss_clean: float = axis("CE loss of the clean LM (nats/token)", se=True)
     """Next-token cross-entropy of the unmodified LM, in nats."""
-    ce_loss_sae: float = axis("CE loss with SAE spliced in (nats/token)")
+    ce_loss_sae: float = axis("CE loss with SAE spliced in (nats/token)", se=True)
     """Cross-entropy with the SAE's reconstruction spliced in at the hook."""
-    ce_loss_zero_ablation: float = axis("CE loss with the hook zero-ablated (nats/token)")
+    ce_loss_zero_ablation: float = axis("CE loss with the hook zero-ablated (nats/token)", se=True)
     """Cross-entropy with the hook's activation set to zero."""
-    ce_loss_increase: float = axis("CE loss increase (nats/token)", headline=True)
+    ce_loss_increase: float = axis("CE loss increase (nats/token)", headline=True, se=True)
     """ce_loss_sae - ce_loss_clean."""
-    ce_loss_recovered: float = axis("CE loss recovered (fraction)", higher_is_better=True, headline=True)
+    ce_loss_recovered: float = axis("CE loss recovered (fraction)", higher_is_better=True, headline=True, se=True)
     """(ce_loss_zero_ablation - ce_loss_sae) / (ce_loss_zero_ablation - ce_loss_clean)."""
-    kl: float = axis("KL(P_clean || P_sae) (nats/token)", headline=True)
+    kl: float = axis("KL(P_clean || P_sae) (nats/token)", headline=True, se=True)
     """Mean per-token KL(P_clean || P_sae), in nats."""
     dense_fraction: float = axis("Dense latents (fraction)")
-    """Fraction of latents firing on more than 10% of held-out tokens."""
+    """Fraction of latents firing on more than 10% of held-out tokens (a count over a threshold: no standard error)."""
     eval_tokens: int = field()
     """Ordinary (non-special) held-out tokens the metrics average over."""
     feature_density_histogram: dict = field(repr=False, metadata={"scalar": False})
     """log10 firing-frequency histogram over held-out tokens; never-fired latents counted apart."""
+    standard_errors: dict[str, float] = field(repr=False, metadata={"scalar": False})
+    """Standard error over held-out contexts of each metric declared with `se=True`, by metric name."""
+
+    def __post_init__(self) -> None:
+        expected = {f.name for f in fields(self) if f.metadata.get("se")}
+        if set(self.standard_errors) != expected:
+            raise ValueError(f"standard_errors must name exactly {sorted(expected)}, got {sorted(self.standard_errors)}")
 
     def scalars(self) -> dict[str, float]:
-        """The metrics as name -> number (the histogram left out)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.metadata.get("scalar", True)}
+        """The metrics as name -> number, each `<name>_se` right after its metric (the histogram left out)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.metadata.get("scalar", True)}
+        values |= {se_key(name): se for name, se in self.standard_errors.items()}
+        return {key: values[key] for key in _scalar_keys(HeldOutMetrics)}
 
 
 @dataclass(frozen=True)
@@ -142,14 +160,23 @@ class RunSummary:
         }
 
 
-def _scalar_fields(cls: type) -> list:
-    return [f for f in fields(cls) if f.metadata.get("scalar", True)]
+def _scalar_keys(cls: type) -> list[str]:
+    """The summary keys a dataclass's fields give: each scalar field, and `<name>_se` right after an `se` one."""
+    keys = []
+    for f in fields(cls):
+        if f.metadata.get("scalar", True):
+            keys.append(f.name)
+        if f.metadata.get("se"):
+            keys.append(se_key(f.name))
+    return keys
 
 
 CHOICE_KEYS: tuple[str, ...] = tuple(f.name for f in fields(RunChoices))
 """Summary keys that say what was trained."""
-METRIC_KEYS: tuple[str, ...] = tuple(f.name for cls in (HeldOutMetrics, TrainingRecord) for f in _scalar_fields(cls))
-"""Summary keys that hold numbers measured by the run."""
+METRIC_KEYS: tuple[str, ...] = tuple(key for cls in (HeldOutMetrics, TrainingRecord) for key in _scalar_keys(cls))
+"""Summary keys that hold numbers measured by the run, standard errors included."""
+SE_KEYS: dict[str, str] = {f.name: se_key(f.name) for f in fields(HeldOutMetrics) if f.metadata.get("se")}
+"""Metric name -> the summary key of its standard error, for every metric that has one."""
 HEADLINE_KEYS: tuple[str, ...] = tuple(
     f.name for cls in (HeldOutMetrics, TrainingRecord) for f in fields(cls) if f.metadata.get("headline")
 )
@@ -169,10 +196,12 @@ class Metric(NamedTuple):
     """Axis label, with units."""
     higher_is_better: bool
     """Direction of improvement; the frontier keeps the best points in this direction."""
+    se: str | None
+    """Key and column of its standard error (None for a metric without one)."""
 
 
 AXIS_METRICS: dict[str, Metric] = {
-    f.name: Metric(f.name, f.metadata["axis_label"], f.metadata["higher_is_better"])
+    f.name: Metric(f.name, f.metadata["axis_label"], f.metadata["higher_is_better"], SE_KEYS.get(f.name))
     for cls in (HeldOutMetrics, TrainingRecord)
     for f in fields(cls)
     if "axis_label" in f.metadata

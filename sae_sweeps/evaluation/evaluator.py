@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
@@ -12,50 +14,103 @@ from sae_sweeps.splicing import SpliceHook, cross_entropy, kl_divergence, next_t
 from sae_sweeps.summary import HeldOutMetrics
 
 
+class PerContext:
+    """One float64 value (or row) per held-out context, filled batch by batch in context order."""
+
+    def __init__(self) -> None:
+        self._chunks: list[Tensor] = []
+
+    def add(self, values_B: Tensor) -> None:
+        self._chunks.append(values_B.double())
+
+    def vector(self) -> Tensor:
+        """[C] (or [C, D]): every context's value, in the order the batches came (empty before any batch)."""
+        return torch.cat(self._chunks) if self._chunks else torch.zeros(0, dtype=torch.float64)
+
+
+class ReferenceLosses(NamedTuple):
+    """The SAE-independent passes over the held-out set, per context: computed once, shared by every evaluation."""
+
+    ce_clean_C: Tensor
+    """Summed next-token cross-entropy of the clean LM in each context."""
+    ce_zero_C: Tensor
+    """Summed next-token cross-entropy with the hook zero-ablated in each context."""
+
+
 class HeldOutSums:
-    """Running sums over held-out batches, in float64; `finish` turns them into `HeldOutMetrics`."""
+    """Per-context sums over held-out batches, in float64; `finish` turns them into `HeldOutMetrics`.
 
-    def __init__(self, d_in: int, d_sae: int, device: torch.device) -> None:
-        self.squared_error = 0.0
-        self.squared_norm = 0.0
-        self.sum_D = torch.zeros(d_in, dtype=torch.float64, device=device)
+    Each metric is a ratio of sums over every context (as if the tokens were pooled); keeping the sums
+    per context gives its standard error over contexts (docs/method.md#standard-errors).
+    """
+
+    def __init__(self, d_sae: int, device: torch.device) -> None:
+        self.squared_error, self.squared_norm, self.sum_CD = PerContext(), PerContext(), PerContext()
+        self.active_latents, self.tokens = PerContext(), PerContext()
         self.fired_F = torch.zeros(d_sae, dtype=torch.float64, device=device)
-        self.active_latents = 0.0
-        self.n_tokens = 0
-        self.ce_clean = self.ce_sae = self.ce_zero = self.kl = 0.0
-        self.n_predictions = 0
+        self.ce_clean, self.ce_sae, self.ce_zero, self.kl = PerContext(), PerContext(), PerContext(), PerContext()
+        self.predictions = PerContext()
 
-    def add_reconstruction(self, x_ND: Tensor, x_hat_ND: Tensor, latents_NF: Tensor, input_scale: float) -> None:
-        """Ordinary tokens' activations and reconstructions as the SAE saw them (scaled), and their codes."""
+    def add_reconstruction(
+        self, x_ND: Tensor, x_hat_ND: Tensor, latents_NF: Tensor, ordinary_BT: Tensor, input_scale: float
+    ) -> None:
+        """Ordinary tokens' activations and reconstructions as the SAE saw them (scaled), and their codes;
+        row n belongs to the n-th ordinary token of `ordinary_BT` in row-major order."""
         x_ND, x_hat_ND = x_ND.double() / input_scale, x_hat_ND.double() / input_scale
-        self.squared_error += float((x_ND - x_hat_ND).pow(2).sum())
-        self.squared_norm += float(x_ND.pow(2).sum())
-        self.sum_D += x_ND.sum(dim=0)
+
+        def per_context(values_N: Tensor) -> Tensor:
+            # Back to [B, T, ...] (zeros at special tokens), then summed over positions: cheaper than index_add_.
+            dense = torch.zeros((*ordinary_BT.shape, *values_N.shape[1:]), dtype=torch.float64, device=values_N.device)
+            dense[ordinary_BT] = values_N.double()
+            return dense.sum(dim=1)
+
         active_NF = latents_NF != 0
-        self.active_latents += float(active_NF.sum())
+        self.squared_error.add(per_context((x_ND - x_hat_ND).pow(2).sum(dim=1)))
+        self.squared_norm.add(per_context(x_ND.pow(2).sum(dim=1)))
+        self.sum_CD.add(per_context(x_ND))
+        self.active_latents.add(per_context(active_NF.sum(dim=1)))
         self.fired_F += active_NF.sum(dim=0)
-        self.n_tokens += len(x_ND)
+        self.tokens.add(ordinary_BT.sum(dim=1))
 
     def add_predictions(self, targets_BT: Tensor, predict_BT: Tensor, clean_lp: Tensor, sae_lp: Tensor) -> None:
         """Next-token log-probabilities of the clean and the spliced LM."""
-        self.ce_clean += float(cross_entropy(clean_lp, targets_BT)[predict_BT].sum())
-        self.ce_sae += float(cross_entropy(sae_lp, targets_BT)[predict_BT].sum())
-        self.kl += float(kl_divergence(clean_lp, sae_lp)[predict_BT].sum())
-        self.n_predictions += int(predict_BT.sum())
+        self.ce_clean.add(_context_sums(cross_entropy(clean_lp, targets_BT), predict_BT))
+        self.ce_sae.add(_context_sums(cross_entropy(sae_lp, targets_BT), predict_BT))
+        self.kl.add(_context_sums(kl_divergence(clean_lp, sae_lp), predict_BT))
+        self.predictions.add(predict_BT.sum(dim=1))
 
     def add_zero_ablation(self, targets_BT: Tensor, predict_BT: Tensor, zero_lp: Tensor) -> None:
         """Next-token log-probabilities of the LM with the hook zeroed (first evaluation only)."""
-        self.ce_zero += float(cross_entropy(zero_lp, targets_BT)[predict_BT].sum())
+        self.ce_zero.add(_context_sums(cross_entropy(zero_lp, targets_BT), predict_BT))
 
-    def finish(self, ce_clean: float, ce_zero: float) -> HeldOutMetrics:
-        """The metrics, given the SAE-independent clean and zero-ablated cross-entropies."""
-        if self.n_tokens == 0 or self.n_predictions == 0:
+    def reference_losses(self) -> ReferenceLosses:
+        """The clean and zero-ablated sums of this pass, to reuse in later evaluations."""
+        return ReferenceLosses(self.ce_clean.vector(), self.ce_zero.vector())
+
+    def finish(self, reference: ReferenceLosses) -> HeldOutMetrics:
+        """The metrics and their standard errors, given the SAE-independent clean and zero-ablated sums."""
+        tokens_C, predictions_C = self.tokens.vector(), self.predictions.vector()
+        n_tokens, n_predictions = int(tokens_C.sum()), int(predictions_C.sum())
+        if n_tokens == 0 or n_predictions == 0:
             raise ValueError("the held-out set has no ordinary tokens to evaluate on")
-        fvu = metrics.fraction_of_variance_unexplained(self.squared_error, self.sum_D, self.squared_norm, self.n_tokens)
-        ce_sae = self.ce_sae / self.n_predictions
-        frequency_F = (self.fired_F / self.n_tokens).float().cpu()
+        squared_error_C, squared_norm_C = self.squared_error.vector(), self.squared_norm.vector()
+        sum_CD = self.sum_CD.vector()
+        sum_D = sum_CD.sum(dim=0)
+        fvu = metrics.fraction_of_variance_unexplained(
+            float(squared_error_C.sum()), sum_D, float(squared_norm_C.sum()), n_tokens
+        )
+        # Each context's variance about the pooled mean; these sum to the FVU's denominator.
+        mean_D = sum_D / n_tokens
+        variance_C = squared_norm_C - 2 * sum_CD @ mean_D + tokens_C * float(mean_D.pow(2).sum())
+        fvu_se = metrics.ratio_standard_error(squared_error_C, variance_C)
+        ce_clean_C, ce_zero_C = reference
+        ce_sae_C, kl_C = self.ce_sae.vector(), self.kl.vector()
+        ce_clean, ce_zero = float(ce_clean_C.sum()) / n_predictions, float(ce_zero_C.sum()) / n_predictions
+        ce_sae = float(ce_sae_C.sum()) / n_predictions
+        frequency_F = (self.fired_F / n_tokens).float().cpu()
+        ratio_se = metrics.ratio_standard_error
         return HeldOutMetrics(
-            l0=self.active_latents / self.n_tokens,
+            l0=float(self.active_latents.vector().sum()) / n_tokens,
             fvu=fvu,
             explained_variance=1 - fvu,
             ce_loss_clean=ce_clean,
@@ -63,11 +118,28 @@ class HeldOutSums:
             ce_loss_zero_ablation=ce_zero,
             ce_loss_increase=metrics.ce_loss_increase(ce_sae, ce_clean),
             ce_loss_recovered=metrics.ce_loss_recovered(ce_clean, ce_sae, ce_zero),
-            kl=self.kl / self.n_predictions,
+            kl=float(kl_C.sum()) / n_predictions,
             dense_fraction=metrics.dense_fraction(frequency_F),
-            eval_tokens=self.n_tokens,
+            eval_tokens=n_tokens,
             feature_density_histogram=metrics.feature_density_histogram(frequency_F),
+            standard_errors={
+                "l0": ratio_se(self.active_latents.vector(), tokens_C),
+                "fvu": fvu_se,
+                "explained_variance": fvu_se,
+                "ce_loss_clean": ratio_se(ce_clean_C, predictions_C),
+                "ce_loss_sae": ratio_se(ce_sae_C, predictions_C),
+                "ce_loss_zero_ablation": ratio_se(ce_zero_C, predictions_C),
+                # Paired: both passes saw the same tokens, so the per-context differences carry the spread.
+                "ce_loss_increase": ratio_se(ce_sae_C - ce_clean_C, predictions_C),
+                "ce_loss_recovered": ratio_se(ce_zero_C - ce_sae_C, ce_zero_C - ce_clean_C),
+                "kl": ratio_se(kl_C, predictions_C),
+            },
         )
+
+
+def _context_sums(per_position_BT: Tensor, predict_BT: Tensor) -> Tensor:
+    """[B]: each context's sum over its predicted positions, in float64."""
+    return per_position_BT.double().where(predict_BT, 0.0).sum(dim=1)
 
 
 class Evaluator:
@@ -81,20 +153,20 @@ class Evaluator:
     def __init__(self, model: LanguageModel, hook: HookPoint, contexts_NT: Tensor, batch_contexts: int) -> None:
         self.model, self.hook = model, hook
         self.contexts_NT, self.batch_contexts = contexts_NT, batch_contexts
-        self._baseline: tuple[float, float] | None = None
-        """(CE clean, CE zero-ablated), from the first evaluation."""
+        self._reference: ReferenceLosses | None = None
+        """The clean and zero-ablated cross-entropies per context, from the first evaluation."""
 
     @torch.no_grad()
     def evaluate(self, sae: SparseAutoencoder, input_scale: float = 1.0) -> HeldOutMetrics:
         was_training = sae.training
         sae.eval()
-        sums = HeldOutSums(sae.d_in, sae.d_sae, self.model.device)
+        sums = HeldOutSums(sae.d_sae, self.model.device)
         for tokens_BT in self.contexts_NT.split(self.batch_contexts):
             self._add_batch(sums, sae, input_scale, tokens_BT.to(self.model.device))
-        if self._baseline is None:
-            self._baseline = (sums.ce_clean / max(sums.n_predictions, 1), sums.ce_zero / max(sums.n_predictions, 1))
+        if self._reference is None:
+            self._reference = sums.reference_losses()
         sae.train(was_training)
-        return sums.finish(*self._baseline)
+        return sums.finish(self._reference)
 
     def _add_batch(self, sums: HeldOutSums, sae: SparseAutoencoder, input_scale: float, tokens_BT: Tensor) -> None:
         ordinary_BT = ~self.model.special_token_mask(tokens_BT)
@@ -105,10 +177,12 @@ class Evaluator:
         clean_lp = next_token_log_probs(self.model.logits_from(resid_BTD, layer))
         sae_lp = next_token_log_probs(self.model.logits_from(resid_BTD, layer, [(name, splice_hook)]))
         splice = splice_hook.splice
-        sums.add_reconstruction(splice.sae_input_ND, splice.output.reconstruction_BD, splice.output.latents_BF, input_scale)
+        sums.add_reconstruction(
+            splice.sae_input_ND, splice.output.reconstruction_BD, splice.output.latents_BF, ordinary_BT, input_scale
+        )
         sums.add_predictions(targets_BT, predict_BT, clean_lp, sae_lp)
         del clean_lp, sae_lp  # [B, T, vocab] each: the evaluation's memory peak
-        if self._baseline is None:
+        if self._reference is None:
             zero_hook = lambda acts_BTD, hook: zero_ablate(acts_BTD, ordinary_BT)  # noqa: E731
             zero_lp = next_token_log_probs(self.model.logits_from(resid_BTD, layer, [(name, zero_hook)]))
             sums.add_zero_ablation(targets_BT, predict_BT, zero_lp)

@@ -52,3 +52,20 @@ def feature_density_histogram(firing_frequency_F: Tensor, n_bins: int = 40, lowe
         "counts": [int(c) for c in counts.tolist()],
         "never_fired": int((firing_frequency_F == 0).sum()),
     }
+
+
+def ratio_standard_error(numerator_C: Tensor, denominator_C: Tensor) -> float:
+    """Standard error over contexts of R = sum_c a_c / sum_c b_c (docs/method.md#standard-errors).
+
+    The contexts are the sampled unit (tokens within one are correlated); the delta method gives
+    SE^2 = n/(n-1) * sum_c (a_c - R b_c)^2 / (sum_c b_c)^2. A paired metric passes per-context
+    differences as `a`, so what both passes share cancels before the spread is taken. NaN with
+    fewer than two contexts or a zero denominator.
+    """
+    n_contexts = len(numerator_C)
+    total = float(denominator_C.sum())
+    if n_contexts < 2 or total == 0:
+        return math.nan
+    ratio = float(numerator_C.sum()) / total
+    residual_C = numerator_C.double() - ratio * denominator_C.double()
+    return math.sqrt(n_contexts / (n_contexts - 1) * float(residual_C.pow(2).sum())) / abs(total)

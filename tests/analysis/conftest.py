@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
+from sae_sweeps.summary import SE_KEYS
+
 HOOK = "blocks.1.hook_resid_pre"
 # CE loss increase = SCALE / sqrt(L0) per group, so e2e beats local by a known factor at every L0.
 SCALE = {("topk", "local"): 1.0, ("topk", "e2e"): 0.4, ("relu", "local"): 1.5, ("relu", "e2e"): 0.6}
@@ -29,10 +31,17 @@ def run_config(sae_arch: str, loss: str, sparsity: float, hook: str = HOOK, cont
     }
 
 
-def run_summary(sae_arch: str, loss: str, l0: float, ce_loss_increase: float, hook: str = HOOK) -> dict[str, Any]:
-    """A completed run's summary.json with every flat key the trainer writes."""
+STANDARD_ERROR = 0.01  # of every metric that has one, so any two frontier values 0.03 apart are distinguishable
+
+
+def run_summary(
+    sae_arch: str, loss: str, l0: float, ce_loss_increase: float, hook: str = HOOK, standard_errors: bool = True
+) -> dict[str, Any]:
+    """A completed run's summary.json with every flat key the trainer writes; without `standard_errors`, as
+    summaries were before they carried `<name>_se`."""
     config = run_config(sae_arch, loss, l0, hook)
-    return {
+    errors = {key: STANDARD_ERROR for key in SE_KEYS.values()} if standard_errors else {}
+    return errors | {
         "status": "completed",
         "l0": l0, "fvu": 0.1, "explained_variance": 0.9, "ce_loss_clean": 3.0, "ce_loss_sae": 3.0 + ce_loss_increase,
         "ce_loss_zero_ablation": 6.0, "ce_loss_increase": ce_loss_increase,
@@ -59,14 +68,15 @@ def write_run(run_dir: Path, config: dict[str, Any], summary: dict | None = None
     return run_dir
 
 
-def write_sweep(sweep_dir: Path, hook: str = HOOK) -> dict[str, str]:
+def write_sweep(sweep_dir: Path, hook: str = HOOK, standard_errors: bool = True) -> dict[str, str]:
     """A sweep of 4 groups x 4 completed runs, 1 failed and 1 unfinished run; returns run name -> status."""
     statuses = {}
     index = 0
     for (sae_arch, loss), scale in SCALE.items():
         curve = [(l0, scale / math.sqrt(l0)) for l0 in FRONTIER_L0]
         for l0, ce_increase in [*curve, (DOMINATED_L0, curve[0][1])]:
-            write_run(sweep_dir / str(index), run_config(sae_arch, loss, l0, hook), run_summary(sae_arch, loss, l0, ce_increase, hook))
+            summary = run_summary(sae_arch, loss, l0, ce_increase, hook, standard_errors)
+            write_run(sweep_dir / str(index), run_config(sae_arch, loss, l0, hook), summary)
             statuses[str(index)] = "completed"
             index += 1
     failure = {"status": "failed", "error": "RuntimeError: CUDA out of memory", "traceback": "Traceback...\nboom"}

@@ -110,3 +110,31 @@ def test_python_dash_m_runs_the_cli_and_exits_2_without_traceback(tmp_path: Path
 def test_default_output_directory_is_inside_the_first_sweep_or_analysis_out_for_wandb():
     assert default_out_dir("multirun/2026-11-23/15-00-00") == Path("multirun/2026-11-23/15-00-00/analysis")
     assert default_out_dir("wandb:team/saes") == Path("analysis_out")
+
+
+def test_the_printed_comparison_shows_plus_minus_and_states_the_two_se_rule(sweep_dir: Path, capsys):
+    assert main([str(sweep_dir), "--at", "10,20"]) == 0
+    printed = capsys.readouterr().out
+    assert "0.1265 ± 0.01 *" in printed  # topk e2e at l0=10: 0.4 / sqrt(10), the best group there
+    assert "~: within 2 SE of the best group's value at that l0, so not distinguishable from it" in printed
+    assert "± 0.01" in (sweep_dir / "analysis" / "comparison.md").read_text()
+    assert read_csv(sweep_dir / "analysis" / "frontier.csv")[0]["ce_loss_increase_se"] == "0.01"
+
+
+def test_runs_without_standard_errors_print_plain_values_and_say_why(tmp_path: Path, make_sweep, capsys):
+    make_sweep(tmp_path, standard_errors=False)
+    assert main([str(tmp_path), "--at", "10"]) == 0
+    printed = capsys.readouterr().out
+    assert " ± " not in printed.split("no ± and")[0] and "0.1265 *" in printed
+    assert "no ± and no ~ marks: these runs' summaries predate standard errors" in printed
+
+
+def test_the_cli_prints_the_single_point_warning(sweep_dir: Path, capsys):
+    assert main([str(sweep_dir), "--group", "sae_arch,loss,sparsity_value"]) == 0
+    assert "warning: tiny blocks.1.hook_resid_pre: 16 of 16 groups have a single frontier point" in capsys.readouterr().out
+
+
+def test_html_figures_carry_the_error_bars(sweep_dir: Path, tmp_path: Path):
+    pytest.importorskip("plotly")
+    assert main([str(sweep_dir), "--out", str(tmp_path / "report"), "--html"]) == 0
+    assert '"error_y":{"array":[0.01,0.01,0.01]' in (tmp_path / "report" / f"{FIGURE}.html").read_text()

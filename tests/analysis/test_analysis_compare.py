@@ -7,7 +7,19 @@ import pandas as pd
 import pytest
 
 from analysis import AnalysisError, compare_frontiers, interpolate_at
-from analysis.compare import ratio_column, round_x_values, value_column
+from analysis.compare import (
+    APART,
+    BASELINE,
+    BEST,
+    WITHIN,
+    comparison_blocks,
+    comparison_footer,
+    distinction_column,
+    ratio_column,
+    round_x_values,
+    se_column,
+    value_column,
+)
 
 
 def log_line(a: float, b: float, xs: list[float]) -> list[float]:
@@ -104,3 +116,72 @@ def test_default_comparison_points_are_round_values_within_range():
     assert round_x_values(7.0, 120.0) == (10.0, 20.0, 50.0, 100.0)
     assert round_x_values(1.0, 1e5) == (1.0, 10.0, 100.0, 1000.0, 1e4, 1e5)  # 1-2-5 would give 16
     assert round_x_values(31.0, 33.0) == (31.0, 33.0)
+
+
+def frontier_table_with_se(curves: dict[tuple[str, str], tuple[list[float], list[float], list[float]]]) -> pd.DataFrame:
+    table = frontier_table({key: (xs, ys) for key, (xs, ys, _) in curves.items()})
+    table["ce_loss_increase_se"] = [se for _, _, ses in curves.values() for se in ses]
+    return table
+
+
+def test_the_standard_error_is_interpolated_like_the_value():
+    frontiers = frontier_table_with_se({("topk", "local"): ([10.0, 100.0], [1.0, 0.5], [0.02, 0.04])})
+    row = compare_frontiers(frontiers, at=[10.0, math.sqrt(1000.0), 200.0]).iloc[0]
+    assert row[se_column("l0", "ce_loss_increase", 10.0)] == pytest.approx(0.02)  # a measured point: its own SE
+    assert row[se_column("l0", "ce_loss_increase", math.sqrt(1000.0))] == pytest.approx(0.03)  # halfway in log10
+    assert np.isnan(row[se_column("l0", "ce_loss_increase", 200.0)])
+
+
+def test_values_within_two_standard_errors_of_the_best_are_not_distinguishable():
+    # At l0=10: best 1.0 +- 0.02; 1.05 +- 0.02 is 1.77 SE of the difference away, 1.10 +- 0.02 is 3.5 away.
+    xs = [10.0, 100.0]
+    frontiers = frontier_table_with_se({
+        ("topk", "local"): (xs, [1.0, 0.5], [0.02, 0.02]),
+        ("relu", "local"): (xs, [1.05, 0.6], [0.02, 0.02]),
+        ("relu", "e2e"): (xs, [1.10, 0.55], [0.02, 0.02]),
+    })
+    table = compare_frontiers(frontiers, at=[10.0, 100.0]).set_index("group")
+    at_10, at_100 = distinction_column("l0", BEST, 10.0), distinction_column("l0", BEST, 100.0)
+    assert table[at_10].to_dict() == {
+        "sae_arch=topk, loss=local": BEST, "sae_arch=relu, loss=local": WITHIN, "sae_arch=relu, loss=e2e": APART,
+    }
+    assert table[at_100].to_dict() == {
+        "sae_arch=topk, loss=local": BEST, "sae_arch=relu, loss=local": APART, "sae_arch=relu, loss=e2e": WITHIN,
+    }
+
+
+def test_with_a_baseline_the_rule_compares_each_group_with_its_baseline():
+    xs = [10.0, 100.0]
+    frontiers = frontier_table_with_se({
+        ("topk", "local"): (xs, [1.0, 0.5], [0.05, 0.05]),
+        ("topk", "e2e"): (xs, [0.9, 0.2], [0.05, 0.05]),  # 0.1 apart: 1.4 SE; 0.3 apart: 4.2 SE
+    })
+    table = compare_frontiers(frontiers, at=[10.0, 100.0], baseline="loss=local").set_index("group")
+    e2e = table.loc["sae_arch=topk, loss=e2e"]
+    assert (e2e[distinction_column("l0", BASELINE, 10.0)], e2e[distinction_column("l0", BASELINE, 100.0)]) == (WITHIN, APART)
+    assert table.loc["sae_arch=topk, loss=local", distinction_column("l0", BASELINE, 10.0)] == BASELINE
+
+
+def test_frontiers_without_standard_errors_compare_as_before_with_no_verdicts():
+    xs = [10.0, 100.0]
+    frontiers = frontier_table({("topk", "local"): (xs, [1.0, 0.5]), ("relu", "local"): (xs, [1.05, 0.6])})
+    table = compare_frontiers(frontiers, at=[10.0]).set_index("group")
+    assert table.loc["sae_arch=relu, loss=local", value_column("l0", "ce_loss_increase", 10.0)] == 1.05
+    assert np.isnan(table.loc["sae_arch=relu, loss=local", se_column("l0", "ce_loss_increase", 10.0)])
+    assert table[distinction_column("l0", BEST, 10.0)].fillna("unknown").tolist() == [BEST, "unknown"]
+
+
+def test_displayed_values_read_value_plus_minus_se_with_their_mark():
+    xs = [10.0, 100.0]
+    frontiers = frontier_table_with_se({
+        ("topk", "local"): (xs, [1.0, 0.5], [0.02, 0.02]), ("relu", "local"): (xs, [1.05, 0.6], [0.02, 0.02]),
+    })
+    comparison = compare_frontiers(frontiers, at=[10.0])
+    [(caption, table)] = comparison_blocks(comparison, "l0", "ce_loss_increase", [10.0])
+    assert caption == "tiny h: ce_loss_increase at l0 ="
+    assert table.set_index("group")["10"].to_dict() == {
+        "sae_arch=relu, loss=local": "1.05 ± 0.02 ~", "sae_arch=topk, loss=local": "1 ± 0.02 *",
+    }
+    footer = comparison_footer(comparison, "l0", "ce_loss_increase", [10.0])
+    assert any(line.startswith("~: within 2 SE of the best group's value") for line in footer)
+    assert any("interpolated like the value" in line for line in footer)
