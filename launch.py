@@ -21,7 +21,7 @@ from sae_sweeps import run_directory
 from sae_sweeps.cli_help import help_page, wants_help
 from sae_sweeps.config_checks import ConfigError, check_config, check_group_choices
 from sae_sweeps.launching.slurm import register_launcher_schema
-from sae_sweeps.summary import HEADLINE_KEYS
+from sae_sweeps.summary import HEADLINE_KEYS, SE_KEYS
 from sae_sweeps.sweeps import add_sweep_dir
 from sae_sweeps.training.run_lock import one_trainer_per_run_dir
 from sae_sweeps.wandb_member import finish_member_run
@@ -32,6 +32,12 @@ log = logging.getLogger("sae_sweeps")
 def global_rank() -> int:
     """This process's rank in a data-parallel job (torchrun sets RANK, SLURM tasks SLURM_PROCID)."""
     return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0)))
+
+
+def headline_value(summary: dict, key: str) -> str:
+    """`key=value`, with `±se` where the metric has a standard error."""
+    se = f"±{summary[SE_KEYS[key]]:.2g}" if key in SE_KEYS else ""
+    return f"{key}={summary[key]:.4g}{se}"
 
 
 @one_trainer_per_run_dir
@@ -75,7 +81,7 @@ def main(cfg: DictConfig) -> float | None:
     if not summary:
         return None  # a non-zero DDP rank: rank 0 reports
     print(f"\nrun directory: {run_dir}\n  SAE: {run_dir / 'sae'}\n  summary: {run_dir / 'summary.json'}")
-    print("  " + "  ".join(f"{k}={summary[k]:.4g}" for k in HEADLINE_KEYS))
+    print("  " + "  ".join(headline_value(summary, key) for key in HEADLINE_KEYS))
     return summary["ce_loss_increase"]
 
 
