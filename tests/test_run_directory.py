@@ -40,7 +40,13 @@ def test_a_checkpoint_of_another_config_is_refused_and_left_alone(tmp_path):
 
 
 def files_of(directory: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file() and p.name != "launch.log"}
+    """The run's files and their bytes; not launch.log (every launch appends to it) nor the lock file
+    (it names whoever holds it, and every launch takes it before looking at the directory)."""
+    return {
+        str(p.relative_to(directory)): p.read_bytes()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and p.name not in ("launch.log", ".train.lock")
+    }
 
 
 @pytest.mark.slow
