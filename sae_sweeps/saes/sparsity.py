@@ -90,16 +90,19 @@ class TargetPenalty(FixedCoefficient):
         return {"target_l0": self.target_l0}
 
 
-class CoefficientController(FixedCoefficient):
+class CoefficientController(Sparsity):
     """A penalty coefficient steered toward `target_l0`, then held fixed.
 
-    c = exp(u). After every step in [adapt_from_step, freeze_at_step):
-        u <- u + gain * clip(log(L0_ema / T), -1, 1)
+    PI control on log c. After every step in [adapt_from_step, freeze_at_step), with
+    e = clip(log(L0_ema / T), -1, 1):
+        I <- I + gain * e        log c = I + proportional_gain * e        (I starts at log c_0)
     where L0_ema is a bias-corrected exponential moving average (decay `l0_decay`) of the batches'
     L0, updated on every step. Too many latents raise the coefficient, too few lower it; on the
-    log scale, so one gain suits coefficients of any size and L0 far above T cannot make one
-    step huge. From `freeze_at_step` on c no longer moves, so the SAE that is saved was trained
-    under one objective for the end of the run. Before `adapt_from_step` (the coefficient's warm-up)
+    log scale, so one gain suits coefficients of any size, and clipped, so L0 far above T cannot
+    make one step huge. L0 follows c only tens of steps later: the integral alone either winds
+    up and overshoots or lands too slowly, the proportional part answers at once and fades as
+    the error does. From `freeze_at_step` on c no longer moves, so the saved SAE was trained under
+    one objective for the end of the run. Before `adapt_from_step` (the coefficient's warm-up)
     the penalty is not yet at strength, and L0 above target says nothing about c.
     """
 
@@ -113,7 +116,6 @@ class CoefficientController(FixedCoefficient):
         proportional_gain: float,
         l0_decay: float,
     ) -> None:
-        super().__init__(initial_coefficient)
         self.target_l0 = float(target_l0)
         self.adapt_from_step, self.freeze_at_step = int(adapt_from_step), int(freeze_at_step)
         self.gain, self.proportional_gain, self.l0_decay = float(gain), float(proportional_gain), float(l0_decay)
