@@ -34,6 +34,7 @@ BAD_INPUTS: dict[str, tuple[list[str], str]] = {
     "TopK target that is not a whole number": (["sae_arch=topk", "sparsity.target_l0=16.5"], "sparsity.target_l0=16.5 must be a whole number for topk (it sets k)"),
     "controller with no gain": (["sae_arch=relu", "sparsity.target_l0=16", "sparsity.controller.gain=0"], "sparsity.controller.gain=0 must be a number in (0, inf)"),
     "controller that never adapts": (["sae_arch=gated", "sparsity.target_l0=16", "sparsity.controller.freeze_fraction=1"], "sparsity.controller.freeze_fraction=1 must be a number in (0, 1)"),
+    "controller that starts after it freezes": (["sae_arch=relu", "sparsity.target_l0=16", "sparsity.controller.start_fraction=0.9"], "sparsity.controller.start_fraction=0.9 leaves no steps to adapt in before sparsity.controller.freeze_fraction=0.2"),
     "controller starting from no penalty": (["sae_arch=relu", "sparsity.target_l0=16", "sparsity.coefficient=0"], "sparsity.coefficient=0 must be > 0 with sparsity.target_l0 (the controller starts there and scales it)"),
     "no GPUs": (["trainer.devices=0"], "trainer.devices=0 must be a number >= 1, a list of device ids, or auto"),
     "unknown precision": (["trainer.precision=banana"], "trainer.precision=banana is not a precision Lightning knows; use one of 64-true, 32-true, 16-true, bf16-true, 16-mixed, bf16-mixed"),

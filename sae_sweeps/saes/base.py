@@ -146,7 +146,7 @@ class SparseAutoencoder(nn.Module, ABC):
         return CoefficientController(
             initial_coefficient=sparsity_cfg.coefficient,
             target_l0=sparsity_cfg.target_l0,
-            adapt_from_step=warmup_steps,
+            adapt_from_step=max(warmup_steps, round(controller.start_fraction * total_steps)),
             freeze_at_step=round((1 - controller.freeze_fraction) * total_steps),
             gain=controller.gain,
             proportional_gain=controller.proportional_gain,
@@ -164,7 +164,13 @@ class SparseAutoencoder(nn.Module, ABC):
         controller = cfg.sparsity.controller
         check_setting("sparsity.controller.gain", controller.gain, 0, None, strict=True)
         check_setting("sparsity.controller.l0_decay", controller.l0_decay, 0, 1, strict=True)
+        check_setting("sparsity.controller.start_fraction", controller.start_fraction, 0, 1)
         check_setting("sparsity.controller.freeze_fraction", controller.freeze_fraction, 0, 1, strict=True)
+        if controller.start_fraction + controller.freeze_fraction >= 1:
+            raise SettingError(
+                f"sparsity.controller.start_fraction={controller.start_fraction} leaves no steps to adapt in "
+                f"before sparsity.controller.freeze_fraction={controller.freeze_fraction}"
+            )
         if not cfg.sparsity.coefficient > 0:
             raise SettingError(
                 f"sparsity.coefficient={cfg.sparsity.coefficient} must be > 0 with sparsity.target_l0 "

@@ -102,8 +102,9 @@ class CoefficientController(Sparsity):
     make one step huge. L0 follows c only tens of steps later: the integral alone either winds
     up and overshoots or lands too slowly, the proportional part answers at once and fades as
     the error does. From `freeze_at_step` on c no longer moves, so the saved SAE was trained under
-    one objective for the end of the run. Before `adapt_from_step` (the coefficient's warm-up)
-    the penalty is not yet at strength, and L0 above target says nothing about c.
+    one objective for the end of the run. Before `adapt_from_step` (the coefficient's warm-up and
+    the first stretch of training, while every SAE is still dense) L0 above target says nothing
+    about c.
     """
 
     def __init__(

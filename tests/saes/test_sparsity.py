@@ -107,7 +107,7 @@ def test_every_architecture_takes_sparsity_target_l0(arch, target):
     else:
         assert isinstance(sparsity, CoefficientController) and sparsity.setting() == ("target_l0", target)
         assert float(sparsity.coefficient()) == pytest.approx(cfg.sae_arch.default_coefficient)
-        assert (sparsity.adapt_from_step, sparsity.freeze_at_step) == (5, 80)
+        assert (sparsity.adapt_from_step, sparsity.freeze_at_step) == (15, 80)  # start_fraction 0.15, freeze_fraction 0.2
 
 
 def test_summary_records_the_target_and_the_final_coefficient():
