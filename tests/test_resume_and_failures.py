@@ -26,7 +26,7 @@ COMPARED = ("l0", "fvu", "ce_loss_sae", "ce_loss_increase", "kl", "dead_fraction
             "tokens_trained", "train_loss_start", "train_loss_end", "final_sparsity_coefficient")
 
 
-# The second case resumes a controller mid-adaptation: its state is in the checkpoint.
+# The second case resumes a target-L0 controller: its state (L0 average, integral) must come back from the checkpoint.
 @pytest.mark.parametrize("sparsity", [[], ["sae_arch=relu", "sparsity.target_l0=16"]], ids=["topk", "relu-target-l0"])
 def test_a_run_stopped_by_slurms_warning_signal_resumes_to_the_same_summary(sparsity, tmp_path, cache_dir):
     env = os.environ | {"SAE_SWEEPS_CACHE": str(cache_dir), "HF_HUB_OFFLINE": "1"}
