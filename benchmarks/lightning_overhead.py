@@ -45,7 +45,7 @@ def make(d: int, n: int, k: int, steps: int) -> SAETrainingModule:
     schedule = Schedule(total_steps=steps, lr_warmup_steps=max(1, steps // 20), lr_final_fraction=0.1, sparsity_warmup_steps=0)
     return SAETrainingModule(
         sae=sae, loss=LocalLoss(), schedule=schedule, lr=1e-4, adam_betas=(0.9, 0.999),
-        sparsity_coefficient=0.0, input_scale=1.0, dead_window_tokens=10**12,
+        input_scale=1.0, dead_window_tokens=10**12,
     )
 
 

@@ -25,6 +25,7 @@ from sae_sweeps.run_config import activation_cache_root, dead_window_tokens, dic
 from sae_sweeps.run_directory import CHECKPOINT_FINGERPRINT_KEY, config_fingerprint, write_json_atomically
 from sae_sweeps.run_logging import log_evaluation, log_summary_to_wandb
 from sae_sweeps.saes import SparseAutoencoder
+from sae_sweeps.saes.base import instantiate_sae
 from sae_sweeps.saes.io import save_sae
 from sae_sweeps.summary import SUMMARY_FILENAME, HeldOutMetrics, RunChoices, RunSummary, TrainingRecord
 from sae_sweeps.training.callbacks import PeriodicEvaluation
@@ -45,13 +46,14 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     model, hook = load_model(cfg)
     data = Corpus(cfg.data, model, activation_cache_root(cfg), cfg.model.get("hf_name"))
     loss = build_loss(cfg, model, hook)
-    sae, input_scale = build_sae(cfg, model, hook, data)
+    n_steps = data.steps_for_budget(loss.input_kind, cfg.train.tokens, cfg.train.batch_size)
+    schedule = build_schedule(cfg, n_steps)
+    sae, input_scale = build_sae(cfg, model, hook, data, schedule)
     held_out_NT = data.held_out_contexts()
     evaluator = Evaluator(model, hook, held_out_NT, cfg.data.eval_batch_contexts)
     # Curves during training on a few contexts, so that 5 points cost about one full evaluation.
     periodic = Evaluator(model, hook, held_out_NT[: cfg.data.periodic_eval_contexts], cfg.data.eval_batch_contexts)
-    n_steps = data.steps_for_budget(loss.input_kind, cfg.train.tokens, cfg.train.batch_size)
-    module = build_module(cfg, sae, loss, input_scale, n_steps)
+    module = build_module(cfg, sae, loss, input_scale, schedule)
     trainer = build_trainer(cfg, run_dir, run_name(cfg, sae), n_steps, periodic)
     resume_from = resumable_checkpoint(run_dir)  # (checkpoint, its step): a requeued or preempted run
     start_step = resume_from[1] if resume_from else 0
@@ -80,13 +82,15 @@ def build_loss(cfg: DictConfig, model: LanguageModel, hook: HookPoint) -> SAELos
     return loss
 
 
-def build_sae(cfg: DictConfig, model: LanguageModel, hook: HookPoint, data: Corpus) -> tuple[SparseAutoencoder, float]:
-    """The SAE at its initialisation, and the input scale that makes E||s x||^2 = train.input_mean_squared_norm."""
+def build_sae(
+    cfg: DictConfig, model: LanguageModel, hook: HookPoint, data: Corpus, schedule: Schedule
+) -> tuple[SparseAutoencoder, float]:
+    """The SAE at its initialisation (with what sets its L0), and the input scale that makes E||s x||^2 = train.input_mean_squared_norm."""
     # Seed right before the first random draw, so that nothing before it (a model built on first
     # use rather than loaded from cache, say) changes the run.
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     d_in = model.activation_width(hook)
-    sae: SparseAutoencoder = hydra.utils.instantiate(cfg.sae_arch.module, d_in=d_in, d_sae=dictionary_size(cfg, d_in))
+    sae = instantiate_sae(cfg, d_in, dictionary_size(cfg, d_in), schedule.total_steps, schedule.sparsity_warmup_steps)
     sample_ND = data.sample_activations(hook)
     input_scale = input_scale_for(sample_ND, cfg.train.input_mean_squared_norm)
     if cfg.sae_arch.init_b_dec == "mean":
@@ -94,26 +98,29 @@ def build_sae(cfg: DictConfig, model: LanguageModel, hook: HookPoint, data: Corp
     return sae, input_scale
 
 
-def build_module(cfg: DictConfig, sae: SparseAutoencoder, loss: SAELoss, input_scale: float, n_steps: int) -> SAETrainingModule:
+def build_schedule(cfg: DictConfig, n_steps: int) -> Schedule:
+    return Schedule(
+        total_steps=n_steps,
+        lr_warmup_steps=max(1, int(cfg.train.lr_warmup_fraction * n_steps)),
+        lr_final_fraction=cfg.train.lr_final_fraction,
+        sparsity_warmup_steps=int(cfg.sparsity.warmup_fraction * n_steps),
+    )
+
+
+def build_module(cfg: DictConfig, sae: SparseAutoencoder, loss: SAELoss, input_scale: float, schedule: Schedule) -> SAETrainingModule:
     return SAETrainingModule(
         sae=sae,
         loss=loss,
-        schedule=Schedule(
-            total_steps=n_steps,
-            lr_warmup_steps=max(1, int(cfg.train.lr_warmup_fraction * n_steps)),
-            lr_final_fraction=cfg.train.lr_final_fraction,
-            sparsity_warmup_steps=int(cfg.sparsity.warmup_fraction * n_steps),
-        ),
+        schedule=schedule,
         lr=cfg.train.lr,
         adam_betas=tuple(cfg.train.adam_betas or sae.default_adam_betas),
-        sparsity_coefficient=cfg.sparsity.coefficient,
         input_scale=input_scale,
         dead_window_tokens=dead_window_tokens(cfg),
     )
 
 
 def run_name(cfg: DictConfig, sae: SparseAutoencoder) -> str:
-    knob, value = sae.sparsity_setting(float(cfg.sparsity.coefficient))
+    knob, value = sae.sparsity.setting()
     return f"{cfg.sae_arch.name}-{cfg.loss.name}-{cfg.hook.name}-{knob}{value:g}"
 
 
@@ -195,7 +202,7 @@ def run_summary(cfg: DictConfig, run_dir: Path, module: SAETrainingModule, final
     sae = module.sae
     dead = module.dead_fraction()
     loss_start, loss_end = module.loss_at_start_and_end()
-    knob, value = sae.sparsity_setting(float(cfg.sparsity.coefficient))
+    knob, value = sae.sparsity.setting()
     return RunSummary(
         choices=RunChoices(
             model=cfg.model.name,
@@ -206,6 +213,7 @@ def run_summary(cfg: DictConfig, run_dir: Path, module: SAETrainingModule, final
             sparsity_knob=knob,
             sparsity_value=value,
             sparsity_coefficient=float(cfg.sparsity.coefficient),
+            target_l0=sae.sparsity.target_l0,
             d_in=sae.d_in,
             d_sae=sae.d_sae,
             seed=int(cfg.train.seed),
@@ -220,6 +228,7 @@ def run_summary(cfg: DictConfig, run_dir: Path, module: SAETrainingModule, final
             train_seconds=round(module.train_seconds(), 3),
             train_loss_start=loss_start,
             train_loss_end=loss_end,
+            final_sparsity_coefficient=float(sae.sparsity.coefficient()),
         ),
         config_fingerprint=config_fingerprint(cfg),
         run_dir=str(run_dir),

@@ -97,6 +97,8 @@ class TrainingRecord:
     """Mean training loss over the first tenth of the steps."""
     train_loss_end: float = field()
     """Mean training loss over the last tenth of the steps."""
+    final_sparsity_coefficient: float = field()
+    """The weight on the sparsity penalty at the end of training (where a controller left it; 0: hard budget)."""
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,9 @@ class RunChoices:
     sparsity_value: float
     """That setting's value."""
     sparsity_coefficient: float
-    """`sparsity.coefficient` (unused by architectures without a penalty)."""
+    """`sparsity.coefficient` (unused by architectures without a penalty; with a target, where its controller started)."""
+    target_l0: float | None
+    """`sparsity.target_l0`, the L0 the run aimed at (None: a raw k or coefficient was given); the landed L0 is `l0`."""
     d_in: int
     """Activation width at the hook."""
     d_sae: int

@@ -34,7 +34,6 @@ def test_defaults_are_the_offline_topk_run_on_smollm2():
 def test_sparsity_coefficient_defaults_to_the_architectures_value_and_overrides():
     assert compose_config(["sae_arch=relu"]).sparsity.coefficient == compose_config(["sae_arch=relu"]).sae_arch.default_coefficient
     assert compose_config(["sae_arch=relu", "sparsity.coefficient=2.5"]).sparsity.coefficient == 2.5
-    assert compose_config(["sparsity.k=7"]).sae_arch.module.k == 7
 
 
 @pytest.mark.parametrize("hook", ["resid_pre", "resid_mid", "resid_post", "mlp_out", "attn_out"])

@@ -23,12 +23,14 @@ from launch_helpers import REPO, compose_config
 
 TINY = ["model=tiny", "train.tokens=20000", "train.batch_size=512", "logger=none"]
 COMPARED = ("l0", "fvu", "ce_loss_sae", "ce_loss_increase", "kl", "dead_fraction", "dense_fraction",
-            "tokens_trained", "train_loss_start", "train_loss_end")
+            "tokens_trained", "train_loss_start", "train_loss_end", "final_sparsity_coefficient")
 
 
-def test_a_run_stopped_by_slurms_warning_signal_resumes_to_the_same_summary(tmp_path, cache_dir):
+# The second case resumes a target-L0 controller: its state (L0 average, integral) must come back from the checkpoint.
+@pytest.mark.parametrize("sparsity", [[], ["sae_arch=relu", "sparsity.target_l0=16"]], ids=["topk", "relu-target-l0"])
+def test_a_run_stopped_by_slurms_warning_signal_resumes_to_the_same_summary(sparsity, tmp_path, cache_dir):
     env = os.environ | {"SAE_SWEEPS_CACHE": str(cache_dir), "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, str(REPO / "launch.py"), *TINY]
+    command = [sys.executable, str(REPO / "launch.py"), *TINY, *sparsity]
     subprocess.run([*command, f"hydra.run.dir={tmp_path / 'whole'}"], env=env, check=True, capture_output=True)
 
     interrupted = tmp_path / "interrupted"

@@ -3,9 +3,10 @@
 Shapes: B tokens in a batch, D = d_in (the model's width at the hook), F = d_sae (dictionary size).
 Forward pass (docs/method.md#forward-pass): f = act(W_enc (x - b_dec) + b_enc), x_hat = W_dec^T f + b_dec.
 
-What belongs to an architecture lives in its class: its nonlinearity and loss terms, the setting
-that sets its L0 (`sparsity_setting`), the checks on that setting (`check_config`) and any fast
-path it has (`enable_fast_path`). The trainer, run.py and the config checks call only these.
+What belongs to an architecture lives in its class: its nonlinearity and loss terms, the object
+that sets its L0 (`sparsity_for` builds `sae.sparsity`, saes/sparsity.py), the checks on that
+setting (`check_config`) and any fast path it has (`enable_fast_path`). The trainer, run.py and the
+config checks call only these.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor, nn
+
+from sae_sweeps.saes.sparsity import CoefficientController, FixedCoefficient, Sparsity
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -71,6 +74,8 @@ class SparseAutoencoder(nn.Module, ABC):
         self.W_enc = nn.Parameter(W_dec_FD.T.clone().contiguous())
         self.b_enc = nn.Parameter(torch.zeros(d_sae))
         self.b_dec = nn.Parameter(torch.zeros(d_in))
+        self.sparsity: Sparsity = FixedCoefficient(0.0)
+        """What sets L0 in training; a run sets it from its config (`instantiate_sae`)."""
 
     # -- the forward pass -------------------------------------------------------------------
     def encoder_bias(self) -> Tensor:
@@ -130,14 +135,47 @@ class SparseAutoencoder(nn.Module, ABC):
         self.W_dec.grad -= parallel_F * W_dec_FD
 
     # -- what sets L0, its checks, fast paths -------------------------------------------------
-    def sparsity_setting(self, coefficient: float) -> tuple[str, float]:
-        """(name, value) of the one setting that sets this SAE's L0; penalty architectures: the coefficient."""
-        return "coefficient", coefficient
+    @classmethod
+    def sparsity_for(cls, sparsity_cfg: DictConfig, total_steps: int, warmup_steps: int) -> Sparsity:
+        """What sets L0 in a run of `total_steps` whose coefficient warms up over `warmup_steps`.
+        Penalty architectures: `sparsity.coefficient` as given, or with `sparsity.target_l0`
+        that coefficient as the start of a controller steering L0 toward the target."""
+        if sparsity_cfg.target_l0 is None:
+            return FixedCoefficient(sparsity_cfg.coefficient)
+        controller = sparsity_cfg.controller
+        return CoefficientController(
+            initial_coefficient=sparsity_cfg.coefficient,
+            target_l0=sparsity_cfg.target_l0,
+            adapt_from_step=max(warmup_steps, round(controller.start_fraction * total_steps)),
+            freeze_at_step=round((1 - controller.freeze_fraction) * total_steps),
+            gain=controller.gain,
+            proportional_gain=controller.proportional_gain,
+            l0_decay=controller.l0_decay,
+        )
 
     @classmethod
     def check_config(cls, cfg: DictConfig, d_sae: int) -> None:
         """Reject settings this architecture cannot train with (SettingError naming the key),
-        before any model or data loads; penalty architectures need nothing beyond the generic checks."""
+        before any model or data loads. Penalty architectures: a target in (0, d_sae] and a
+        controller that can reach it (a positive starting coefficient)."""
+        target = check_target_l0(cfg, d_sae)
+        if target is None:
+            return
+        controller = cfg.sparsity.controller
+        check_setting("sparsity.controller.gain", controller.gain, 0, None, strict=True)
+        check_setting("sparsity.controller.l0_decay", controller.l0_decay, 0, 1, strict=True)
+        check_setting("sparsity.controller.start_fraction", controller.start_fraction, 0, 1)
+        check_setting("sparsity.controller.freeze_fraction", controller.freeze_fraction, 0, 1, strict=True)
+        if controller.start_fraction + controller.freeze_fraction >= 1:
+            raise SettingError(
+                f"sparsity.controller.start_fraction={controller.start_fraction} leaves no steps to adapt in "
+                f"before sparsity.controller.freeze_fraction={controller.freeze_fraction}"
+            )
+        if not cfg.sparsity.coefficient > 0:
+            raise SettingError(
+                f"sparsity.coefficient={cfg.sparsity.coefficient} must be > 0 with sparsity.target_l0 "
+                "(the controller starts there and scales it)"
+            )
 
     def enable_fast_path(self, setting: bool | str, device: torch.device) -> bool:
         """Switch to a faster forward with the same function where it pays (`train.performance.sparse_decode`);
@@ -175,3 +213,35 @@ class SparseAutoencoder(nn.Module, ABC):
 
     def extra_repr(self) -> str:
         return f"d_in={self.d_in}, d_sae={self.d_sae}"
+
+
+def check_setting(key: str, value: object, low: float, high: float | None, strict: bool = False) -> None:
+    """`value` is a number in [low, high] ((low, high) when `strict`; no upper end when high is None)."""
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if strict:
+        ok = is_number and low < value and (high is None or value < high)  # type: ignore[operator]
+    else:
+        ok = is_number and low <= value and (high is None or value <= high)  # type: ignore[operator]
+    if not ok:
+        brackets = "()" if strict else "[]"
+        end = "inf" if high is None else f"{high:g}"
+        raise SettingError(f"{key}={value} must be a number in {brackets[0]}{low:g}, {end}{brackets[1]}")
+
+
+def check_target_l0(cfg: DictConfig, d_sae: int) -> float | None:
+    """`sparsity.target_l0`: None, or a number in (0, d_sae]."""
+    target = cfg.sparsity.get("target_l0")
+    if target is not None and (not isinstance(target, (int, float)) or isinstance(target, bool) or not 0 < target <= d_sae):
+        raise SettingError(f"sparsity.target_l0={target} must be a number in (0, d_sae={d_sae}]")
+    return target
+
+
+def instantiate_sae(cfg: DictConfig, d_in: int, d_sae: int, total_steps: int, warmup_steps: int) -> SparseAutoencoder:
+    """The run's SAE at its initialisation, with what sets its L0 (`sae.sparsity`) from `cfg.sparsity`."""
+    import hydra.utils
+
+    architecture: type[SparseAutoencoder] = hydra.utils.get_class(cfg.sae_arch.module._target_)
+    sparsity = architecture.sparsity_for(cfg.sparsity, total_steps, warmup_steps)
+    sae: SparseAutoencoder = hydra.utils.instantiate(cfg.sae_arch.module, d_in=d_in, d_sae=d_sae, **sparsity.sae_arguments())
+    sae.sparsity = sparsity
+    return sae

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from sae_sweeps.saes.base import SAEOutput, SettingError, SparseAutoencoder
+from sae_sweeps.saes.base import SAEOutput, SparseAutoencoder, check_target_l0
+from sae_sweeps.saes.sparsity import FixedCoefficient, Sparsity, TargetPenalty
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -116,16 +117,16 @@ class JumpReLUSAE(SparseAutoencoder):
         if self.target_l0 is not None and self.target_l0 <= 0:
             raise ValueError(f"target_l0={target_l0} must be > 0")
 
-    def sparsity_setting(self, coefficient: float) -> tuple[str, float]:
-        # In target mode the run is set by its target, not by the coefficient.
-        return ("coefficient", coefficient) if self.target_l0 is None else ("target_l0", self.target_l0)
+    @classmethod
+    def sparsity_for(cls, sparsity_cfg: DictConfig, total_steps: int, warmup_steps: int) -> Sparsity:
+        """With `sparsity.target_l0` the penalty itself aims at the target (fixed coefficient)."""
+        if sparsity_cfg.target_l0 is None:
+            return FixedCoefficient(sparsity_cfg.coefficient)
+        return TargetPenalty(sparsity_cfg.coefficient, sparsity_cfg.target_l0)
 
     @classmethod
     def check_config(cls, cfg: DictConfig, d_sae: int) -> None:
-        super().check_config(cfg, d_sae)
-        target = cfg.sparsity.get("target_l0")
-        if target is not None and (not isinstance(target, (int, float)) or isinstance(target, bool) or not 0 < target <= d_sae):
-            raise SettingError(f"sparsity.target_l0={target} must be a number in (0, d_sae={d_sae}]")
+        check_target_l0(cfg, d_sae)
 
     def activation(self, pre_acts_BF: Tensor) -> Tensor:
         return JumpReLUWithCounts.apply(pre_acts_BF, self.threshold, self.bandwidth)[0]

@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import Tensor
 
-from sae_sweeps.saes.base import SAEOutput, SettingError, SparseAutoencoder
+from sae_sweeps.saes.base import SAEOutput, SettingError, SparseAutoencoder, check_target_l0
 from sae_sweeps.saes.sparse_decode import sparse_decode_enabled, sparse_topk_forward
+from sae_sweeps.saes.sparsity import HardBudget
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -62,12 +63,21 @@ class TopKSAE(SparseAutoencoder):
         self.aux_coefficient = aux_coefficient
         self.sparse_decode = False
         """Decode from the k (value, index) pairs per token (saes/sparse_decode.py); see enable_fast_path."""
+        self.sparsity = HardBudget(self.k)
 
-    def sparsity_setting(self, coefficient: float) -> tuple[str, float]:
-        return "k", float(self.k)
+    @classmethod
+    def sparsity_for(cls, sparsity_cfg: DictConfig, total_steps: int, warmup_steps: int) -> HardBudget:
+        """k = `sparsity.target_l0` when given (a matched-L0 sweep), else `sparsity.k`."""
+        target = sparsity_cfg.target_l0
+        return HardBudget(sparsity_cfg.k if target is None else int(target), target_l0=target)
 
     @classmethod
     def check_config(cls, cfg: DictConfig, d_sae: int) -> None:
+        target = check_target_l0(cfg, d_sae)
+        if target is not None:
+            if target != int(target):
+                raise SettingError(f"sparsity.target_l0={target} must be a whole number for {cls.architecture} (it sets k)")
+            return
         k = cfg.sparsity.k
         if not isinstance(k, int) or isinstance(k, bool):
             raise SettingError(f"sparsity.k={k} must be a whole number")

@@ -30,14 +30,12 @@ class SAETrainingModule(L.LightningModule):
         schedule: Schedule,
         lr: float,
         adam_betas: tuple[float, float],
-        sparsity_coefficient: float,
         input_scale: float,
         dead_window_tokens: int,
     ) -> None:
         super().__init__()
         self.sae, self.loss_fn, self.schedule = sae, loss, schedule
         self.lr, self.adam_betas = lr, tuple(adam_betas)
-        self.sparsity_coefficient = sparsity_coefficient
         self.input_scale = float(input_scale)
         self.dead_window_tokens = dead_window_tokens
         self.register_buffer("tokens_since_fired_F", torch.zeros(sae.d_sae, dtype=torch.long))
@@ -50,8 +48,10 @@ class SAETrainingModule(L.LightningModule):
         return self.tokens_since_fired_F >= self.dead_window_tokens
 
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
-        coefficient = self.sparsity_coefficient * self.schedule.sparsity_factor(self.global_step)
+        coefficient = self.sae.sparsity.coefficient() * self.schedule.sparsity_factor(self.global_step)
         out = self.loss_fn(self.sae, batch, self.input_scale, coefficient, self.dead_latents())
+        batch_l0 = out.firing_counts_F.detach().sum() / out.n_tokens
+        self.sae.sparsity.observe(self.trainer.strategy.reduce(batch_l0, reduce_op="mean"), self.global_step)
         if not torch.isfinite(out.total):
             raise NonFiniteLossError(
                 f"loss is {out.total.item()} at step {self.global_step} "
@@ -138,8 +138,10 @@ class SAETrainingModule(L.LightningModule):
         checkpoint["input_scale"] = self.input_scale
         checkpoint["train_seconds"] = self.train_seconds()
         checkpoint["loss_history"] = [loss.cpu() for loss in self.loss_history]
+        checkpoint["sparsity"] = self.sae.sparsity.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.input_scale = checkpoint["input_scale"]
         self._seconds_before_resume = checkpoint["train_seconds"]
         self.loss_history = [loss.to(self.device) for loss in checkpoint["loss_history"]]
+        self.sae.sparsity.load_state_dict(checkpoint["sparsity"])

@@ -15,8 +15,9 @@ from torch.utils.data import DataLoader
 
 from sae_sweeps.losses.e2e import E2EDownstreamLoss, E2ELoss
 from sae_sweeps.models import HookPoint
-from sae_sweeps.saes.base import SparseAutoencoder
+from sae_sweeps.saes.base import SparseAutoencoder, instantiate_sae
 from sae_sweeps.saes.relu import ReLUSAE
+from sae_sweeps.saes.sparsity import FixedCoefficient
 from sae_sweeps.saes.topk import TopKSAE
 from sae_sweeps.splicing import next_token_mask, splice_sae
 from sae_sweeps.training.module import SAETrainingModule
@@ -189,11 +190,12 @@ def test_training_steps_touch_only_the_sae(make_tokens, small_lm):
     model = small_lm
     before = copy.deepcopy(model.bridge.state_dict())
     sae = relu_sae(torch.float32)
+    sae.sparsity = FixedCoefficient(0.01)
     sae_before = copy.deepcopy(sae.state_dict())
     module = SAETrainingModule(
         sae=sae, loss=bound(E2EDownstreamLoss(), model, "blocks.0.hook_resid_pre"),
         schedule=Schedule(total_steps=3, lr_warmup_steps=1, lr_final_fraction=0.1, sparsity_warmup_steps=0),
-        lr=1e-2, adam_betas=(0.9, 0.999), sparsity_coefficient=0.01, input_scale=0.7, dead_window_tokens=1000,
+        lr=1e-2, adam_betas=(0.9, 0.999), input_scale=0.7, dead_window_tokens=1000,
     )
     batches = [make_tokens(model, seed=s) for s in range(3)]
     trainer = L.Trainer(
@@ -233,7 +235,7 @@ def test_every_architecture_trains_end_to_end(make_tokens, small_lm, arch):
     """Property: every `sae_arch` config works with e2e and e2e_ds unchanged: the loss (KL, sparsity
     and auxiliary terms) is finite and backpropagates into the SAE's parameters only."""
     cfg = compose_config(["model=tiny", f"sae_arch={arch}", "sparsity.k=4", "logger=none"])
-    sae = hydra.utils.instantiate(cfg.sae_arch.module, d_in=D, d_sae=4 * D)
+    sae = instantiate_sae(cfg, d_in=D, d_sae=4 * D, total_steps=10, warmup_steps=0)
     dead = torch.zeros(sae.d_sae, dtype=torch.bool)
     dead[::3] = True  # exercise auxiliary losses that revive dead latents
     for loss_cls in (E2ELoss, E2EDownstreamLoss):

@@ -114,8 +114,14 @@ def test_target_l0_penalty_is_a_smoothed_absolute_distance_with_bounded_slope():
 
 
 def test_target_l0_becomes_the_sweep_knob():
-    assert JumpReLUSAE(4, 6, target_l0=3).sparsity_setting(0.5) == ("target_l0", 3.0)
-    assert JumpReLUSAE(4, 6).sparsity_setting(0.5) == ("coefficient", 0.5)
+    """Property: with sparsity.target_l0 the run is named by its target and the SAE gets the target penalty."""
+    from omegaconf import OmegaConf
+
+    with_target = JumpReLUSAE.sparsity_for(OmegaConf.create({"coefficient": 0.5, "target_l0": 3}), 100, 5)
+    assert with_target.setting() == ("target_l0", 3.0) and with_target.sae_arguments() == {"target_l0": 3.0}
+    assert with_target.coefficient() == 0.5
+    plain = JumpReLUSAE.sparsity_for(OmegaConf.create({"coefficient": 0.5, "target_l0": None}), 100, 5)
+    assert plain.setting() == ("coefficient", 0.5) and plain.sae_arguments() == {}
 
 
 def test_thresholds_are_raw_parameters_clamped_at_zero_after_a_step():
@@ -138,12 +144,12 @@ def test_threshold_lr_scale_gives_thresholds_their_own_adam_learning_rate():
     sae = JumpReLUSAE(d_in=8, d_sae=16, threshold_lr_scale=10.0)
     schedule = Schedule(total_steps=10, lr_warmup_steps=1, lr_final_fraction=1.0, sparsity_warmup_steps=0)
     module = SAETrainingModule(sae, LocalLoss(), schedule, lr=1e-3, adam_betas=(0.0, 0.999),
-                               sparsity_coefficient=1.0, input_scale=1.0, dead_window_tokens=100)
+                               input_scale=1.0, dead_window_tokens=100)
     optimizer = module.configure_optimizers()["optimizer"]
     lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
     assert lr_of[id(sae.threshold)] == pytest.approx(1e-2)
     assert all(lr_of[id(p)] == pytest.approx(1e-3) for n, p in sae.named_parameters() if n != "threshold")
     # an SAE that asks for nothing special keeps a single group, as before
     plain = SAETrainingModule(JumpReLUSAE(8, 16), LocalLoss(), schedule, lr=1e-3, adam_betas=(0.0, 0.999),
-                              sparsity_coefficient=1.0, input_scale=1.0, dead_window_tokens=100)
+                              input_scale=1.0, dead_window_tokens=100)
     assert len(plain.configure_optimizers()["optimizer"].param_groups) == 1

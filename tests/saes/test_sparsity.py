@@ -1,0 +1,117 @@
+"""What sets L0: one object per SAE, built by its architecture from `cfg.sparsity`
+(sae_sweeps/saes/sparsity.py); `sparsity.target_l0` reaches every architecture."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from sae_sweeps.saes.base import instantiate_sae
+from sae_sweeps.saes.sparsity import CoefficientController, FixedCoefficient, HardBudget, TargetPenalty
+from sae_sweeps.summary import CHOICE_KEYS, METRIC_KEYS
+
+from launch_helpers import compose_config
+
+ARCHITECTURES = ("relu", "gated", "jumprelu", "topk", "batchtopk", "matryoshka")
+
+
+def controller(adapt_from_step: int = 0, freeze_at_step: int = 100) -> CoefficientController:
+    return CoefficientController(
+        initial_coefficient=0.1, target_l0=20, adapt_from_step=adapt_from_step, freeze_at_step=freeze_at_step,
+        gain=0.02, proportional_gain=0.5, l0_decay=0.9,
+    )
+
+
+def steer(sparsity: CoefficientController, l0: float, steps: range) -> list[float]:
+    """The coefficient after each of `steps`, the batches' L0 being `l0` throughout."""
+    coefficients = []
+    for step in steps:
+        sparsity.observe(torch.tensor(l0), step)
+        coefficients.append(float(sparsity.coefficient()))
+    return coefficients
+
+
+@pytest.mark.parametrize("l0, direction", [(40.0, 1), (10.0, -1), (20.0, 0)])
+def test_controller_raises_the_coefficient_when_l0_is_above_target_and_lowers_it_below(l0, direction):
+    """Property: too many active latents -> a larger penalty, too few -> a smaller one, on target -> unchanged;
+    the coefficient keeps moving while the error lasts."""
+    coefficients = steer(controller(), l0, range(10))
+    steps = [b - a for a, b in zip([0.1, *coefficients], coefficients)]
+    if direction == 0:
+        assert coefficients == pytest.approx([0.1] * 10)
+    else:
+        assert all(direction * step > 0 for step in steps)
+
+
+def test_controller_waits_for_the_warm_up_and_holds_the_coefficient_fixed_from_the_freeze_step():
+    """Property: before adapt_from_step (the coefficient's warm-up) and from freeze_at_step on, the
+    coefficient does not move, whatever the L0."""
+    sparsity = controller(adapt_from_step=5, freeze_at_step=15)
+    during_warm_up = steer(sparsity, 80.0, range(5))
+    adapting = steer(sparsity, 80.0, range(5, 15))
+    frozen = steer(sparsity, 1.0, range(15, 40))
+    assert during_warm_up == pytest.approx([0.1] * 5)
+    assert adapting[-1] > adapting[0] > 0.1
+    assert frozen == [adapting[-1]] * 25
+
+
+def test_controller_step_is_bounded_however_far_l0_is_from_target():
+    """Property: the log-error is clipped at 1, so an L0 a thousand times the target moves the
+    coefficient no faster than one e times the target."""
+    far, near = controller(), controller()
+    assert steer(far, 20_000.0, range(5)) == steer(near, 20 * math.e, range(5))
+
+
+def test_controller_resumes_exactly_from_its_state_dict():
+    """Property: a controller restored from another's state_dict (through a checkpoint's round trip
+    of torch.save) continues bit-identically."""
+    import io
+
+    whole, first_half = controller(), controller()
+    l0s = [60.0 - 2 * i for i in range(30)]
+    for step, l0 in enumerate(l0s[:12]):
+        whole.observe(torch.tensor(l0), step)
+        first_half.observe(torch.tensor(l0), step)
+    buffer = io.BytesIO()
+    torch.save(first_half.state_dict(), buffer)
+    buffer.seek(0)
+    resumed = controller()
+    resumed.load_state_dict(torch.load(buffer))
+    for step, l0 in enumerate(l0s[12:], start=12):
+        whole.observe(torch.tensor(l0), step)
+        resumed.observe(torch.tensor(l0), step)
+        assert torch.equal(resumed.coefficient(), whole.coefficient())
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("target", [None, 16])
+def test_every_architecture_takes_sparsity_target_l0(arch, target):
+    """Property: with sparsity.target_l0=T every architecture aims at T (TopK-style: k = T; JumpReLU:
+    its target penalty; ReLU/Gated: a controller starting at the architecture's default coefficient);
+    without one the raw k or coefficient is used as given."""
+    cfg = compose_config(["model=tiny", f"sae_arch={arch}", f"sparsity.target_l0={'null' if target is None else target}"])
+    sae = instantiate_sae(cfg, d_in=64, d_sae=512, total_steps=100, warmup_steps=5)
+    sparsity = sae.sparsity
+    assert sparsity.target_l0 == target
+    if arch in ("topk", "batchtopk", "matryoshka"):
+        assert isinstance(sparsity, HardBudget) and sparsity.coefficient() == 0.0
+        assert sae.k == sparsity.k == (target or cfg.sparsity.k)
+        assert sparsity.setting() == ("k", float(sae.k))
+    elif target is None:
+        assert type(sparsity) is FixedCoefficient and sparsity.setting() == ("coefficient", cfg.sae_arch.default_coefficient)
+    elif arch == "jumprelu":
+        assert isinstance(sparsity, TargetPenalty) and sae.target_l0 == target
+        assert sparsity.setting() == ("target_l0", target)
+    else:
+        assert isinstance(sparsity, CoefficientController) and sparsity.setting() == ("target_l0", target)
+        assert float(sparsity.coefficient()) == pytest.approx(cfg.sae_arch.default_coefficient)
+        assert (sparsity.adapt_from_step, sparsity.freeze_at_step) == (15, 80)  # start_fraction 0.15, freeze_fraction 0.2
+
+
+def test_summary_records_the_target_and_the_final_coefficient():
+    """Property: the summary contract has the target (a runs-table column to group by) and the coefficient
+    training ended with; the landed L0 is the held-out `l0`."""
+    assert "target_l0" in CHOICE_KEYS
+    assert {"final_sparsity_coefficient", "l0"} <= set(METRIC_KEYS)
