@@ -58,7 +58,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     resume_from = resumable_checkpoint(run_dir)  # (checkpoint, its step): a requeued or preempted run
     start_step = resume_from[1] if resume_from else 0
     stream = data.training_stream(loss.input_kind, hook, cfg.train.batch_size, cfg.train.seed, n_steps, start_step)
-    fit(trainer, module, stream, resume_from)
+    fit(trainer, module, stream, run_dir, resume_from)
     if not trainer.is_global_zero:
         return {}  # all ranks hold the same SAE; one evaluates and writes
     return evaluate_and_save(cfg, run_dir, trainer, module, evaluator, hook)
@@ -171,13 +171,17 @@ def build_trainer(cfg: DictConfig, run_dir: Path, name: str, n_steps: int, perio
 
 
 def fit(
-    trainer: L.Trainer, module: SAETrainingModule, global_stream: IterableDataset, resume_from: tuple[Path, int] | None
+    trainer: L.Trainer,
+    module: SAETrainingModule,
+    global_stream: IterableDataset,
+    run_dir: Path,
+    resume_from: tuple[Path, int] | None,
 ) -> None:
     """Train from the start, or from a checkpoint on the global batches that follow it; each
     data-parallel rank trains on its slice of every batch."""
     ckpt_path = resume_from[0] if resume_from else None
     if resume_from:
-        log.info("resuming from step %d (%s)", resume_from[1], ckpt_path)
+        log.info("resuming %s from step %d (%s)", run_dir, resume_from[1], ckpt_path)
     stream = RankSlice(global_stream, trainer.global_rank, trainer.world_size)
     trainer.fit(module, train_dataloaders=loader(stream), ckpt_path=ckpt_path)
 
