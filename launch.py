@@ -69,6 +69,7 @@ def main(cfg: DictConfig) -> float | None:
     except Exception as err:  # one member's failure must not take the sweep (or its results) down
         # A refused directory belongs to another run: nothing is written into it.
         if global_rank() == 0 and not isinstance(err, run_directory.RunDirectoryConflict):
+            run_directory.save_hydra_record(run_dir, cfg, hydra_cfg)  # so that the analysis lists the failed member
             run_directory.write_failure(run_dir, err)
             finish_member_run(cfg, run_dir, err, record_failure=multirun)
         message = f"config error: {err}" if isinstance(err, ConfigError) else run_directory.one_line_error(err)

@@ -35,7 +35,7 @@ def test_a_sweep_leaves_one_finished_wandb_run_per_member_and_one_for_the_sweep(
         assert run.exit_code == 0
         logged_config = {key: value for key, value in run.config.items() if key != "_wandb"}  # wandb's own
         assert logged_config == wandb_config(summary["config"])  # nested, and flat: "sparsity.k"
-        assert run.config["sparsity.k"] == summary["k"] == int(run.config["sparsity"]["k"])
+        assert run.config["sparsity.k"] == summary["sparsity_value"] == int(run.config["sparsity"]["k"])
         assert {key: run.summary[key] for key in wandb_summary(summary)} == wandb_summary(summary)
         assert {"model:tiny", "sae_arch:topk", "loss:local", "hook:blocks.1.hook_resid_pre"} <= set(run.tags)
         evaluations = [row for row in run.history if "eval/l0" in row]
