@@ -22,7 +22,7 @@ Results agree with the dense path to float rounding (the sums run in another ord
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor

@@ -4,7 +4,6 @@ work they do per batch. Each test names the property it checks."""
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import hydra
 import lightning as L

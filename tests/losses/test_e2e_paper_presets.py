@@ -3,7 +3,6 @@ compose API only: no model or data is loaded."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
