@@ -29,7 +29,7 @@ GROUP_PURPOSES = {
 }
 COMMON_COMMANDS = (
     ("python launch.py model=tiny train.tokens=20000", "a smoke test on a tiny random model, seconds"),
-    ("python launch.py", "the default: TopK SAE on SmolLM2-135M, offline, about 2 minutes on a CPU"),
+    ("python launch.py", "the default: TopK SAE on SmolLM2-135M, offline, a few minutes on a CPU"),
     ("python launch.py -m sae_arch=jumprelu,topk loss=local,e2e", "a 2x2 sweep; its frontier is plotted when it ends"),
 )
 MORE_COMMANDS = (
