@@ -48,7 +48,9 @@ def log_sweep_to_wandb(config: DictConfig, result: AnalysisResult, out: Path) ->
     group = sweep_group(result.runs, str(config.hydra.sweep.dir))
     name = f"{SWEEP_ANALYSIS_JOB_TYPE} {Path(group).name}"
     run = wandb.init(
-        **settings, group=group, job_type=SWEEP_ANALYSIS_JOB_TYPE, name=name, dir=str(out), reinit="create_new",
+        # Absolute: a wandb-core service started by another process (WANDB_SERVICE) resolves a
+        # relative directory against its own working directory, and the run's log lands there.
+        **settings, group=group, job_type=SWEEP_ANALYSIS_JOB_TYPE, name=name, dir=str(out.resolve()), reinit="create_new",
         config={"x": result.x, "y": result.y, "group": ",".join(result.group), "at": list(result.at)},
     )
     try:

@@ -90,7 +90,7 @@ def wandb_logger(
             "name": f"{run_name} #{member}" if member else run_name,
             "tags": [*choice_tags(run_config), *(tags or [])],
             "config": wandb_config(run_config),
-            "dir": save_dir,
+            "dir": str(Path(save_dir).resolve()),  # absolute: see analysis/sweep_end.py
             "mode": mode,
         }
     )

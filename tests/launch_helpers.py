@@ -26,6 +26,7 @@ def compose_config(overrides: list[str], return_hydra_config: bool = False) -> D
 def run_launch(args: list[str], cwd: Path, cache: Path, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run `python launch.py ARGS` as a user would, offline, with wandb offline."""
     env = os.environ | {"SAE_SWEEPS_CACHE": str(cache), "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
+    env.pop("WANDB_SERVICE", None)  # a user's shell has none: not this test process's wandb-core
     proc = subprocess.run(
         [sys.executable, str(REPO / "launch.py"), *args],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,

@@ -22,6 +22,7 @@ def test_a_sweep_leaves_one_finished_wandb_run_per_member_and_one_for_the_sweep(
     args = ["-m", "model=tiny", "sparsity.k=4,16,9999", "train.tokens=5120", "train.batch_size=512", "data.eval_contexts=4"]
     proc = run_launch(args, tmp_path, cache_dir, timeout=1800)
     (sweep_dir,) = tmp_path.glob("multirun/*/*")
+    assert "not logged to wandb" not in proc.stdout, proc.stdout[-3000:]
     runs = offline_runs(sweep_dir)
     members = {run.directory.parents[1].name: run for run in runs if run.job_type == "train"}
     (sweep_run,) = [run for run in runs if run.job_type == "sweep-analysis"]

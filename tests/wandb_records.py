@@ -72,7 +72,10 @@ def _items(items: Any) -> dict[str, Any]:
 
 
 def read_offline_run(directory: Path) -> OfflineRun:
-    (log,) = directory.glob("run-*.wandb")
+    logs = list(directory.glob("run-*.wandb"))
+    # wandb's own logs say why a run directory holds no transaction log
+    assert len(logs) == 1, f"{directory} holds {len(logs)} transaction logs; wandb logged:\n{_wandb_debug_logs(directory)}"
+    (log,) = logs
     run: OfflineRun | None = None
     summary: dict[str, Any] = {}
     history: list[dict[str, Any]] = []
@@ -93,6 +96,11 @@ def read_offline_run(directory: Path) -> OfflineRun:
     assert run is not None, f"{log} holds no run record"
     run.summary, run.history, run.exit_code = summary, history, exit_code
     return run
+
+
+def _wandb_debug_logs(directory: Path) -> str:
+    paths = [path for path in [*directory.glob("logs/*.log"), *directory.parent.glob("debug*.log")] if path.exists()]
+    return "\n".join(f"--- {path}\n{path.read_text()[-3000:]}" for path in paths)
 
 
 def offline_runs(root: Path) -> list[OfflineRun]:

@@ -39,12 +39,17 @@ def test_callback_prints_one_line_per_member_with_status_metrics_and_errors(swee
     assert "16 failed: RuntimeError: CUDA out of memory" in lines
 
 
-def test_with_the_wandb_logger_the_sweep_logs_one_sweep_level_run_in_its_group(sweep_dir: Path, capsys):
+def test_with_the_wandb_logger_the_sweep_logs_one_sweep_level_run_in_its_group(sweep_dir: Path, capsys, monkeypatch):
+    import wandb
     from wandb_records import offline_runs
 
+    # A wandb-core service already running from elsewhere (a parent's WANDB_SERVICE, an earlier
+    # run of this process) must not take the relative sweep directory as relative to its own cwd.
+    wandb.init(mode="offline", dir=str(sweep_dir.parent), project="p").finish()
+    monkeypatch.chdir(sweep_dir.parent)
     config = OmegaConf.create(
         {
-            "hydra": {"sweep": {"dir": str(sweep_dir)}},
+            "hydra": {"sweep": {"dir": sweep_dir.name}},
             "logger": {"_target_": "sae_sweeps.run_logging.wandb_logger", "project": "p", "entity": None, "mode": "offline"},
         }
     )
