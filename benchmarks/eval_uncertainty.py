@@ -7,8 +7,8 @@
 Runs one member through benchmarks/member.py (its own process, phases timed) in a scratch directory and
 prints, at that run's eval size (`data.eval_contexts`): CE loss increase ± its standard error over
 contexts, the unpaired SE of CE with the SAE for comparison, the evaluation's share of the member's
-wall time (a member that builds the shared activation cache pays for it once: run twice to see a
-cached member), and the eval contexts that would bring SE(CE increase) to --target, extrapolated as
+wall time (a member that builds the shared activation cache, or the held-out set's reference passes
+in the eval cache, pays for them once: run twice to see a cached member), and the eval contexts that would bring SE(CE increase) to --target, extrapolated as
 SE ~ 1/sqrt(contexts) from the measured SE (not measured). The last stdout line is the result as JSON.
 """
 
@@ -32,14 +32,16 @@ def uncertainty_report(phases: dict, summary: dict, target_se: float) -> dict:
     se = summary["ce_loss_increase_se"]
     needed = max(2, math.ceil(contexts * (se / target_se) ** 2)) if math.isfinite(se) else None
     seconds = phases["seconds"]
+    evaluation_s = seconds.get("evaluation", 0.0) + seconds.get("evaluation_setup", 0.0)
     return {
         "model": summary["model"], "hook": summary["hook"], "sae_arch": summary["sae_arch"],
         "eval_contexts": contexts, "eval_tokens": summary["eval_tokens"],
         "ce_loss_increase": summary["ce_loss_increase"], "ce_loss_increase_se": se,
         "ce_loss_sae_se": summary["ce_loss_sae_se"], "ce_loss_recovered_se": summary["ce_loss_recovered_se"],
-        "kl_se": summary["kl_se"], "evaluation_s": seconds.get("evaluation", 0.0), "member_process_s": seconds["process"],
+        "kl_se": summary["kl_se"], "evaluation_s": evaluation_s, "member_process_s": seconds["process"],
+        "evaluation_setup_s": seconds.get("evaluation_setup", 0.0),
         "activation_cache_build_s": seconds.get("cache_build", 0.0),
-        "evaluation_share": seconds.get("evaluation", 0.0) / seconds["process"],
+        "evaluation_share": evaluation_s / seconds["process"],
         "target_se": target_se, "contexts_for_target_extrapolated": needed,
         "tokens_for_target_extrapolated": None if needed is None else round(needed * summary["eval_tokens"] / contexts),
         "load": phases["load"],
@@ -65,8 +67,9 @@ def main() -> None:
     )
     print(
         f"evaluation {result['evaluation_s']:.1f} s of the member's {result['member_process_s']:.1f} s "
-        f"({100 * result['evaluation_share']:.0f}%; building the activation cache took "
-        f"{result['activation_cache_build_s']:.1f} s of it); {result['load']}, now {load_now()}"
+        f"({100 * result['evaluation_share']:.0f}%, of which {result['evaluation_setup_s']:.1f} s the reference "
+        f"passes; building the activation cache took {result['activation_cache_build_s']:.1f} s of the member); "
+        f"{result['load']}, now {load_now()}"
     )
     if result["contexts_for_target_extrapolated"] is not None:
         print(

@@ -3,7 +3,8 @@
     python benchmarks/member.py RUN_DIR [hydra overrides...]
 
 Runs `sae_sweeps.run.train` on the composed config and writes RUN_DIR/phases.json:
-model load, activation-cache open/build, LM activations (for training, inside fit), evaluation,
+model load, activation-cache open/build, LM activations (for training, inside fit), evaluation
+(and its setup: the held-out set's reference passes, computed or read from the eval cache),
 fit (the training loop), the whole member, peak RSS, and how many training tokens went through
 the LM in this process. `++data.activation_cache=false` runs the live stream.
 """
@@ -62,6 +63,7 @@ def main() -> None:
         timed(loading, loader_name, "model_load")
     timed(language_model.LanguageModel, "activations_at", "lm_activations", count_tokens=True)
     timed(evaluator.Evaluator, "evaluate", "evaluation")
+    timed(run, "build_evaluators", "evaluation_setup")  # the reference passes: computed, or read from the eval cache
     timed(activation_cache.ActivationCache, "open", "cache_open")
     timed(activation_cache.ActivationCache, "_build", "cache_build")
     timed(activation_cache.CacheReader, "read", "cache_read")

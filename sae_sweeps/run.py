@@ -19,9 +19,10 @@ from torch.utils.data import IterableDataset
 from sae_sweeps.data.corpus import Corpus, input_scale_for, loader
 from sae_sweeps.data.streams import RankSlice
 from sae_sweeps.evaluation.evaluator import Evaluator
+from sae_sweeps.evaluation.reference_passes import cached_reference_passes, compute_reference_passes, reference_passes_key
 from sae_sweeps.losses import SAELoss
 from sae_sweeps.models import HookError, HookPoint, LanguageModel
-from sae_sweeps.run_config import activation_cache_root, dead_window_tokens, dictionary_size, every_n_steps, preset_width
+from sae_sweeps.run_config import activation_cache_root, dead_window_tokens, eval_cache_root, dictionary_size, every_n_steps, preset_width
 from sae_sweeps.run_directory import CHECKPOINT_FINGERPRINT_KEY, config_fingerprint, write_json_atomically
 from sae_sweeps.run_logging import log_evaluation, log_summary_to_wandb
 from sae_sweeps.saes import SparseAutoencoder
@@ -49,10 +50,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     n_steps = data.steps_for_budget(loss.input_kind, cfg.train.tokens, cfg.train.batch_size)
     schedule = build_schedule(cfg, n_steps)
     sae, input_scale = build_sae(cfg, model, hook, data, schedule)
-    held_out_NT = data.held_out_contexts()
-    evaluator = Evaluator(model, hook, held_out_NT, cfg.data.eval_batch_contexts)
-    # Curves during training on a few contexts, so that 5 points cost about one full evaluation.
-    periodic = Evaluator(model, hook, held_out_NT[: cfg.data.periodic_eval_contexts], cfg.data.eval_batch_contexts)
+    evaluator, periodic = build_evaluators(cfg, model, hook, data)
     module = build_module(cfg, sae, loss, input_scale, schedule)
     trainer = build_trainer(cfg, run_dir, run_name(cfg, sae), n_steps, periodic)
     resume_from = resumable_checkpoint(run_dir)  # (checkpoint, its step): a requeued or preempted run
@@ -96,6 +94,24 @@ def build_sae(
     if cfg.sae_arch.init_b_dec == "mean":
         sae.initialize_decoder_bias(sample_ND * input_scale)
     return sae, input_scale
+
+
+def build_evaluators(cfg: DictConfig, model: LanguageModel, hook: HookPoint, data: Corpus) -> tuple[Evaluator, Evaluator]:
+    """The final evaluation on `data.eval_contexts` held-out contexts, and the one during training
+    on the first `data.periodic_eval_contexts` of them (curves: 5 points cost about one final
+    evaluation); both on one set of reference passes, shared on disk with other runs."""
+    held_out_NT = data.held_out_contexts()
+    batch = cfg.data.eval_batch_contexts
+    root = eval_cache_root(cfg)
+    if root is None:
+        reference = compute_reference_passes(model, hook, held_out_NT, batch)
+    else:
+        key = reference_passes_key(data.cache_fields(hook), held_out_NT, batch)
+        reference = cached_reference_passes(root, key, model, hook, held_out_NT, batch)
+    n_periodic = cfg.data.periodic_eval_contexts
+    final = Evaluator(model, hook, held_out_NT, reference, batch)
+    periodic = Evaluator(model, hook, held_out_NT[:n_periodic], reference.first(n_periodic), batch)
+    return final, periodic
 
 
 def build_schedule(cfg: DictConfig, n_steps: int) -> Schedule:

@@ -46,3 +46,11 @@ def activation_cache_root(cfg: DictConfig) -> Path | None:
     if not cfg.data.get("activation_cache", True):
         return None
     return Path(str(cfg.paths.activation_cache)).expanduser()
+
+
+def eval_cache_root(cfg: DictConfig) -> Path | None:
+    """Where runs share the held-out set's clean and zero-ablated passes (`paths.eval_cache`), or
+    None with `data.eval_cache=false` (each run computes its own, once)."""
+    if not cfg.data.get("eval_cache", True):
+        return None
+    return Path(str(cfg.paths.eval_cache)).expanduser()

@@ -28,6 +28,7 @@ from sae_sweeps.summary import COMPLETED, FAILURE_FILENAME, SUMMARY_FILENAME
 RESULT_NEUTRAL_KEYS = (
     "resume", "start_over", "sweep_id", "paths", "logger",
     "train.eval_every_fraction", "train.checkpoint_every_fraction", "data.periodic_eval_contexts",
+    "data.eval_cache",
 )
 """Config keys that do not change what a run computes (where it logs, how often it checkpoints)."""
 CHECKPOINT_FINGERPRINT_KEY = "config_fingerprint"

@@ -76,3 +76,8 @@ def cross_entropy(log_probs_BTV: Tensor, targets_BT: Tensor) -> Tensor:
 def kl_divergence(clean_log_probs_BTV: Tensor, sae_log_probs_BTV: Tensor) -> Tensor:
     """Per-position KL(P_clean || P_sae) in nats: the direction the e2e paper's code minimises."""
     return (clean_log_probs_BTV.exp() * (clean_log_probs_BTV - sae_log_probs_BTV)).sum(dim=-1)
+
+
+def summed_over_predictions(per_position_BT: Tensor, predict_BT: Tensor) -> Tensor:
+    """[B]: each context's sum over its predicted positions, in float64."""
+    return per_position_BT.double().where(predict_BT, 0.0).sum(dim=1)

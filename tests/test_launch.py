@@ -43,8 +43,13 @@ def test_same_seed_repeats_the_run_exactly(launch, tmp_path):
 
 
 def test_multirun_sweeps_the_sparsity_value_for_every_member(launch, tmp_path):
+    eval_cache = tmp_path / "eval_cache"
     launch(["-m", "model=tiny", "sae_arch=topk", "sparsity.k=4,16", "train.tokens=4096",
-            "train.batch_size=512", "logger=none"])
+            "train.batch_size=512", "logger=none", f"paths.eval_cache={eval_cache}"])
+    # The held-out set's clean and zero-ablated passes: computed by the first member, read by the second.
+    assert len(list(eval_cache.iterdir())) == 1
+    logs = [p.read_text() for p in sorted(tmp_path.glob("multirun/*/*/*/launch.log"))]
+    assert ["evaluation cache: computing" in log for log in logs] == [True, False]
     summaries = sorted((json.loads(p.read_text()) for p in tmp_path.glob("multirun/*/*/*/summary.json")),
                        key=lambda s: s["sparsity_value"])
     assert [s["sparsity_value"] for s in summaries] == [4, 16]

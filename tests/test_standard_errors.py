@@ -9,9 +9,11 @@ import pytest
 import torch
 
 from sae_sweeps.evaluation.evaluator import Evaluator, HeldOutSums
+from sae_sweeps.evaluation.reference_passes import compute_reference_passes
 from sae_sweeps.evaluation.metrics import ratio_standard_error
 from sae_sweeps.models import HookPoint
 from sae_sweeps.saes.relu import ReLUSAE
+from sae_sweeps.splicing import cross_entropy, summed_over_predictions
 from sae_sweeps.summary import METRIC_KEYS, SE_KEYS, HeldOutMetrics
 
 f64 = torch.float64
@@ -113,12 +115,14 @@ def synthetic_batches(n_batches: int = 3, contexts: int = 4, length: int = 9, d_
 def test_held_out_sums_give_the_pooled_values_and_per_context_standard_errors():
     batches = synthetic_batches()
     sums = HeldOutSums(d_sae=7, device=torch.device("cpu"))
+    ce_clean, ce_zero = [], []
     for ordinary_BT, x_ND, x_hat_ND, latents_NF, targets_BT, clean_lp, sae_lp, zero_lp in batches:
         predict_BT = ordinary_BT[:, :-1] & ordinary_BT[:, 1:]
         sums.add_reconstruction(x_ND, x_hat_ND, latents_NF, ordinary_BT, input_scale=2.0)
         sums.add_predictions(targets_BT, predict_BT, clean_lp, sae_lp)
-        sums.add_zero_ablation(targets_BT, predict_BT, zero_lp)
-    result = sums.finish(sums.reference_losses())
+        ce_clean.append(summed_over_predictions(cross_entropy(clean_lp, targets_BT), predict_BT))
+        ce_zero.append(summed_over_predictions(cross_entropy(zero_lp, targets_BT), predict_BT))
+    result = sums.finish(torch.cat(ce_clean), torch.cat(ce_zero))
 
     # Pooled over every token, as the metrics were defined before standard errors existed.
     x = torch.cat([b[1] for b in batches]) / 2.0
@@ -155,6 +159,11 @@ def _rows_of_contexts(ordinary_BT: torch.Tensor) -> list[torch.Tensor]:
     return [context_N == context for context in range(len(ordinary_BT))]
 
 
+def evaluator(model, hook: HookPoint, contexts_NT: torch.Tensor, batch_contexts: int) -> Evaluator:
+    reference = compute_reference_passes(model, hook, contexts_NT, batch_contexts)
+    return Evaluator(model, hook, contexts_NT, reference, batch_contexts)
+
+
 def test_the_evaluator_gives_the_same_metrics_and_standard_errors_however_contexts_are_batched(tiny_model):
     generator = torch.Generator().manual_seed(0)
     contexts_NT = torch.randint(0, tiny_model.vocab_size, (6, 16), generator=generator)
@@ -162,8 +171,8 @@ def test_the_evaluator_gives_the_same_metrics_and_standard_errors_however_contex
     hook = HookPoint.parse("blocks.1.hook_resid_pre")
     torch.manual_seed(0)
     sae = ReLUSAE(d_in=64, d_sae=128)
-    one_by_one = Evaluator(tiny_model, hook, contexts_NT, batch_contexts=1).evaluate(sae)
-    in_fours = Evaluator(tiny_model, hook, contexts_NT, batch_contexts=4).evaluate(sae)
+    one_by_one = evaluator(tiny_model, hook, contexts_NT, batch_contexts=1).evaluate(sae)
+    in_fours = evaluator(tiny_model, hook, contexts_NT, batch_contexts=4).evaluate(sae)
     assert one_by_one.scalars() == pytest.approx(in_fours.scalars(), rel=1e-5, abs=1e-9)
     assert all(math.isfinite(se) and se > 0 for se in in_fours.standard_errors.values())
 
@@ -171,4 +180,4 @@ def test_the_evaluator_gives_the_same_metrics_and_standard_errors_however_contex
 def test_a_held_out_set_without_ordinary_tokens_is_a_clear_error():
     sums = HeldOutSums(d_sae=7, device=torch.device("cpu"))
     with pytest.raises(ValueError, match="no ordinary tokens"):
-        sums.finish(sums.reference_losses())
+        sums.finish(torch.zeros(0, dtype=f64), torch.zeros(0, dtype=f64))

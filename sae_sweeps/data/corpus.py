@@ -8,6 +8,7 @@ from collections.abc import Iterable, Iterator
 from functools import partial
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
@@ -91,13 +92,16 @@ class Corpus:
             self.cfg.buffer_tokens, seed, start_batch,
         )
 
-    def activation_cache(self, hook: HookPoint, root: str | Path) -> ActivationCache:
-        fields = cache_key_fields(
+    def cache_fields(self, hook: HookPoint) -> dict[str, Any]:
+        """What determines this corpus's activations at `hook`: the key of every cache built from it."""
+        return cache_key_fields(
             self.model, hook, self.cfg, str(self.cfg.get("activation_cache_dtype") or "float32"), self.model_hf_name,
             self.split_by_context,
         )
+
+    def activation_cache(self, hook: HookPoint, root: str | Path) -> ActivationCache:
         return ActivationCache(
-            root, fields, self.model, hook, self.training_contexts(), self.cfg.lm_batch_size, progress=cache_build_bar
+            root, self.cache_fields(hook), self.model, hook, self.training_contexts(), self.cfg.lm_batch_size, progress=cache_build_bar
         )
 
     def cached_stream(

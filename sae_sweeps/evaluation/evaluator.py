@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 from torch import Tensor
 
 from sae_sweeps.evaluation import metrics
+from sae_sweeps.evaluation.reference_passes import ReferencePasses
 from sae_sweeps.models import HookPoint, LanguageModel
 from sae_sweeps.saes import SparseAutoencoder
-from sae_sweeps.splicing import SpliceHook, cross_entropy, kl_divergence, next_token_log_probs, next_token_mask, zero_ablate
+from sae_sweeps.splicing import (
+    SpliceHook, cross_entropy, kl_divergence, next_token_log_probs, next_token_mask, summed_over_predictions,
+)
 from sae_sweeps.summary import HeldOutMetrics
 
 
@@ -28,15 +29,6 @@ class PerContext:
         return torch.cat(self._chunks) if self._chunks else torch.zeros(0, dtype=torch.float64)
 
 
-class ReferenceLosses(NamedTuple):
-    """The SAE-independent passes over the held-out set, per context: computed once, shared by every evaluation."""
-
-    ce_clean_C: Tensor
-    """Summed next-token cross-entropy of the clean LM in each context."""
-    ce_zero_C: Tensor
-    """Summed next-token cross-entropy with the hook zero-ablated in each context."""
-
-
 class HeldOutSums:
     """Per-context sums over held-out batches, in float64; `finish` turns them into `HeldOutMetrics`.
 
@@ -48,7 +40,7 @@ class HeldOutSums:
         self.squared_error, self.squared_norm, self.sum_CD = PerContext(), PerContext(), PerContext()
         self.active_latents, self.tokens = PerContext(), PerContext()
         self.fired_F = torch.zeros(d_sae, dtype=torch.float64, device=device)
-        self.ce_clean, self.ce_sae, self.ce_zero, self.kl = PerContext(), PerContext(), PerContext(), PerContext()
+        self.ce_sae, self.kl = PerContext(), PerContext()
         self.predictions = PerContext()
 
     def add_reconstruction(
@@ -74,21 +66,13 @@ class HeldOutSums:
 
     def add_predictions(self, targets_BT: Tensor, predict_BT: Tensor, clean_lp: Tensor, sae_lp: Tensor) -> None:
         """Next-token log-probabilities of the clean and the spliced LM."""
-        self.ce_clean.add(_context_sums(cross_entropy(clean_lp, targets_BT), predict_BT))
-        self.ce_sae.add(_context_sums(cross_entropy(sae_lp, targets_BT), predict_BT))
-        self.kl.add(_context_sums(kl_divergence(clean_lp, sae_lp), predict_BT))
+        self.ce_sae.add(summed_over_predictions(cross_entropy(sae_lp, targets_BT), predict_BT))
+        self.kl.add(summed_over_predictions(kl_divergence(clean_lp, sae_lp), predict_BT))
         self.predictions.add(predict_BT.sum(dim=1))
 
-    def add_zero_ablation(self, targets_BT: Tensor, predict_BT: Tensor, zero_lp: Tensor) -> None:
-        """Next-token log-probabilities of the LM with the hook zeroed (first evaluation only)."""
-        self.ce_zero.add(_context_sums(cross_entropy(zero_lp, targets_BT), predict_BT))
-
-    def reference_losses(self) -> ReferenceLosses:
-        """The clean and zero-ablated sums of this pass, to reuse in later evaluations."""
-        return ReferenceLosses(self.ce_clean.vector(), self.ce_zero.vector())
-
-    def finish(self, reference: ReferenceLosses) -> HeldOutMetrics:
-        """The metrics and their standard errors, given the SAE-independent clean and zero-ablated sums."""
+    def finish(self, ce_clean_C: Tensor, ce_zero_C: Tensor) -> HeldOutMetrics:
+        """The metrics and their standard errors, given each context's summed clean and
+        zero-ablated cross-entropy (reference_passes.py: they do not depend on the SAE)."""
         tokens_C, predictions_C = self.tokens.vector(), self.predictions.vector()
         n_tokens, n_predictions = int(tokens_C.sum()), int(predictions_C.sum())
         if n_tokens == 0 or n_predictions == 0:
@@ -103,7 +87,6 @@ class HeldOutSums:
         mean_D = sum_D / n_tokens
         variance_C = squared_norm_C - 2 * sum_CD @ mean_D + tokens_C * float(mean_D.pow(2).sum())
         fvu_se = metrics.ratio_standard_error(squared_error_C, variance_C)
-        ce_clean_C, ce_zero_C = reference
         ce_sae_C, kl_C = self.ce_sae.vector(), self.kl.vector()
         ce_clean, ce_zero = float(ce_clean_C.sum()) / n_predictions, float(ce_zero_C.sum()) / n_predictions
         ce_sae = float(ce_sae_C.sum()) / n_predictions
@@ -137,52 +120,44 @@ class HeldOutSums:
         )
 
 
-def _context_sums(per_position_BT: Tensor, predict_BT: Tensor) -> Tensor:
-    """[B]: each context's sum over its predicted positions, in float64."""
-    return per_position_BT.double().where(predict_BT, 0.0).sum(dim=1)
-
-
 class Evaluator:
     """Scores SAEs at one hook point on a fixed set of held-out contexts.
 
-    The LM prefix up to the hook's layer runs once per batch and serves the clean, spliced and
-    zero-ablated passes; clean and zero-ablated cross-entropies do not depend on the SAE and are
-    computed once.
+    Each evaluation runs only what the SAE changes: the spliced pass from the hook's layer on. The
+    residual it starts from, the clean logits (one unembedding away) and the clean and zero-ablated
+    cross-entropies come from the reference passes, computed once (reference_passes.py).
     """
 
-    def __init__(self, model: LanguageModel, hook: HookPoint, contexts_NT: Tensor, batch_contexts: int) -> None:
-        self.model, self.hook = model, hook
-        self.contexts_NT, self.batch_contexts = contexts_NT, batch_contexts
-        self._reference: ReferenceLosses | None = None
-        """The clean and zero-ablated cross-entropies per context, from the first evaluation."""
+    def __init__(
+        self, model: LanguageModel, hook: HookPoint, contexts_NT: Tensor, reference: ReferencePasses, batch_contexts: int
+    ) -> None:
+        if len(reference.resid_NTD) != len(contexts_NT):
+            raise ValueError(f"reference passes for {len(reference.resid_NTD)} contexts, evaluating {len(contexts_NT)}")
+        self.model, self.hook, self.contexts_NT, self.reference = model, hook, contexts_NT, reference
+        self.batch_contexts = batch_contexts
 
     @torch.no_grad()
     def evaluate(self, sae: SparseAutoencoder, input_scale: float = 1.0) -> HeldOutMetrics:
         was_training = sae.training
         sae.eval()
         sums = HeldOutSums(sae.d_sae, self.model.device)
-        for tokens_BT in self.contexts_NT.split(self.batch_contexts):
-            self._add_batch(sums, sae, input_scale, tokens_BT.to(self.model.device))
-        if self._reference is None:
-            self._reference = sums.reference_losses()
+        for start in range(0, len(self.contexts_NT), self.batch_contexts):
+            batch = slice(start, start + self.batch_contexts)
+            self._add_batch(sums, sae, input_scale, batch)
         sae.train(was_training)
-        return sums.finish(self._reference)
+        return sums.finish(self.reference.ce_clean_N, self.reference.ce_zero_N)
 
-    def _add_batch(self, sums: HeldOutSums, sae: SparseAutoencoder, input_scale: float, tokens_BT: Tensor) -> None:
+    def _add_batch(self, sums: HeldOutSums, sae: SparseAutoencoder, input_scale: float, batch: slice) -> None:
+        device = self.model.device
+        tokens_BT = self.contexts_NT[batch].to(device)
         ordinary_BT = ~self.model.special_token_mask(tokens_BT)
         targets_BT, predict_BT = tokens_BT[:, 1:], next_token_mask(ordinary_BT)
-        layer, name = self.hook.layer, self.hook.name
-        resid_BTD = self.model.residual_before(tokens_BT, layer)
         splice_hook = SpliceHook(sae, ordinary_BT, input_scale)
-        clean_lp = next_token_log_probs(self.model.logits_from(resid_BTD, layer))
-        sae_lp = next_token_log_probs(self.model.logits_from(resid_BTD, layer, [(name, splice_hook)]))
+        resid_BTD = self.reference.resid_NTD[batch].to(device)
+        sae_lp = next_token_log_probs(self.model.logits_from(resid_BTD, self.hook.layer, [(self.hook.name, splice_hook)]))
+        clean_lp = next_token_log_probs(self.model.unembed(self.reference.unembed_input_NTD[batch].to(device)))
         splice = splice_hook.splice
         sums.add_reconstruction(
             splice.sae_input_ND, splice.output.reconstruction_BD, splice.output.latents_BF, ordinary_BT, input_scale
         )
         sums.add_predictions(targets_BT, predict_BT, clean_lp, sae_lp)
-        del clean_lp, sae_lp  # [B, T, vocab] each: the evaluation's memory peak
-        if self._reference is None:
-            zero_hook = lambda acts_BTD, hook: zero_ablate(acts_BTD, ordinary_BT)  # noqa: E731
-            zero_lp = next_token_log_probs(self.model.logits_from(resid_BTD, layer, [(name, zero_hook)]))
-            sums.add_zero_ablation(targets_BT, predict_BT, zero_lp)

@@ -11,6 +11,7 @@ from torch import Tensor
 from sae_sweeps.models.hook_point import HookError, HookPoint
 
 HookFn = Callable[[Tensor, object], Tensor | None]
+UNEMBED_INPUT_HOOK = "unembed.hook_in"
 
 
 class _StopForward(Exception):
@@ -87,6 +88,18 @@ class LanguageModel:
         if fwd_hooks:
             return self.bridge.run_with_hooks(resid_BTD, start_at_layer=layer, fwd_hooks=list(fwd_hooks))
         return self.bridge(resid_BTD, start_at_layer=layer)
+
+    @torch.no_grad()
+    def logits_and_unembed_input(self, resid_BTD: Tensor, layer: int) -> tuple[Tensor, Tensor]:
+        """The clean logits from a resid_pre of `layer`, and the unembedding's input on the way."""
+        captured: list[Tensor] = []
+        logits = self.logits_from(resid_BTD, layer, [(UNEMBED_INPUT_HOOK, lambda act, hook: captured.append(act))])
+        return logits, captured[0]
+
+    @torch.no_grad()
+    def unembed(self, unembed_input_BTD: Tensor) -> Tensor:
+        """Logits from the unembedding's input (`logits_and_unembed_input`)."""
+        return self.bridge.unembed(unembed_input_BTD)
 
     def activation_width(self, hook: HookPoint) -> int:
         """d_in of an SAE at `hook` (d_model for residual hooks, d_mlp inside the MLP)."""

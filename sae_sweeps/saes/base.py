@@ -63,7 +63,7 @@ class SparseAutoencoder(nn.Module, ABC):
     activation_unit_params: ClassVar[tuple[str, ...]] = ("b_enc", "b_dec")
     """Parameters measured in units of the input; they are divided by the input scale when it is folded."""
 
-    def __init__(self, d_in: int, d_sae: int) -> None:
+    def __init__(self, d_in: int, d_sae: int, encoder_init_scale: float = 1.0) -> None:
         super().__init__()
         self.d_in = d_in
         self.d_sae = d_sae
@@ -71,7 +71,9 @@ class SparseAutoencoder(nn.Module, ABC):
         W_dec_FD /= W_dec_FD.norm(dim=1, keepdim=True)
         self.W_dec = nn.Parameter(W_dec_FD)
         # Tied at init, untied afterwards: every latent starts as a matched detector/writer pair.
-        self.W_enc = nn.Parameter(W_dec_FD.T.clone().contiguous())
+        # `encoder_init_scale` < 1 starts the pre-activations small, so that no latent fires
+        # strongly on the few huge-norm tokens before it has learnt anything (docs/method.md#relu).
+        self.W_enc = nn.Parameter(encoder_init_scale * W_dec_FD.T.clone().contiguous())
         self.b_enc = nn.Parameter(torch.zeros(d_sae))
         self.b_dec = nn.Parameter(torch.zeros(d_in))
         self.sparsity: Sparsity = FixedCoefficient(0.0)
