@@ -97,3 +97,14 @@ def test_saved_sae_loads_back_identical_and_takes_raw_activations(tmp_path):
         again = load_sae(tmp_path / sae.architecture)
         with torch.no_grad():
             assert torch.equal(again(x_raw).reconstruction_BD, saved_view.reconstruction_BD)
+
+
+def test_the_encoder_starts_as_the_decoder_transposed_times_its_init_scale():
+    torch.manual_seed(0)
+    tied = ReLUSAE(d_in=16, d_sae=32)
+    torch.manual_seed(0)
+    scaled = ReLUSAE(d_in=16, d_sae=32, encoder_init_scale=0.1)
+    assert torch.equal(tied.W_enc, tied.W_dec.T) and torch.equal(scaled.W_dec, tied.W_dec)
+    assert torch.allclose(scaled.W_enc, 0.1 * tied.W_dec.T)
+    x_BD = torch.randn(8, 16)
+    assert torch.allclose(scaled.pre_activations(x_BD), 0.1 * tied.pre_activations(x_BD), atol=1e-6)  # zero biases
