@@ -12,6 +12,7 @@ activation cache is (docs/activation_cache.md).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -22,9 +23,9 @@ import torch
 from torch import Tensor
 
 from sae_sweeps.data.activation_cache.files import (
-    LOCK, MANIFEST, announce, file_lock, file_sha256, shard_is_valid, write_atomically,
+    LOCK, MANIFEST, announce, file_lock, shard_is_valid, write_atomically,
 )
-from sae_sweeps.data.activation_cache.key import cache_key, json_sha256
+from sae_sweeps.data.activation_cache.key import cache_key
 from sae_sweeps.models import HookPoint, LanguageModel
 from sae_sweeps.splicing import cross_entropy, next_token_log_probs, next_token_mask, summed_over_predictions, zero_ablate
 
@@ -85,7 +86,7 @@ def reference_passes_key(cache_fields: dict[str, Any], contexts_NT: Tensor, batc
         "format": FORMAT_VERSION,
         "kind": "reference_passes",
         "activation_cache_fields": cache_fields,
-        "contexts": {"shape": list(contexts_NT.shape), "sha256": json_sha256(tokens.hex())},
+        "contexts": {"shape": list(contexts_NT.shape), "sha256": hashlib.sha256(tokens).hexdigest()},
         "batch_contexts": int(batch_contexts),  # batched matmuls may round differently
     }
 
@@ -136,10 +137,11 @@ def _write(directory: Path, key_fields: dict[str, Any], passes: ReferencePasses)
         buffer = io.BytesIO()
         # numpy has no bfloat16; float32 holds a bfloat16 model's activations exactly
         np.save(buffer, (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy())
-        write_atomically(path, lambda f: f.write(buffer.getvalue()))
+        data = buffer.getvalue()
+        write_atomically(path, lambda f: f.write(data))
         files[name] = {
             "file": path.name, "dtype": str(tensor.dtype).removeprefix("torch."),
-            "bytes": path.stat().st_size, "sha256": file_sha256(path),
+            "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
         }
     # The manifest last: its presence means every file is whole.
     write_atomically(directory / MANIFEST, lambda f: f.write(json.dumps({"key": key_fields, "files": files}, indent=1)), "w")

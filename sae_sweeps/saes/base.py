@@ -71,8 +71,8 @@ class SparseAutoencoder(nn.Module, ABC):
         W_dec_FD /= W_dec_FD.norm(dim=1, keepdim=True)
         self.W_dec = nn.Parameter(W_dec_FD)
         # Tied at init, untied afterwards: every latent starts as a matched detector/writer pair.
-        # `encoder_init_scale` < 1 starts the pre-activations small, so that no latent fires
-        # strongly on the few huge-norm tokens before it has learnt anything (docs/method.md#relu).
+        # `encoder_init_scale` < 1 starts the encoder as a shrunk copy, as dictionary_learning's
+        # April-update recipe does (x0.1); an architecture's yaml may set it.
         self.W_enc = nn.Parameter(encoder_init_scale * W_dec_FD.T.clone().contiguous())
         self.b_enc = nn.Parameter(torch.zeros(d_sae))
         self.b_dec = nn.Parameter(torch.zeros(d_in))
