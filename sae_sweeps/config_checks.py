@@ -39,6 +39,7 @@ def check_config(cfg: DictConfig) -> None:
     _check_number(cfg, "sae_arch.expansion_factor", minimum=0, strict=True, optional=cfg.sae_arch.d_sae is not None)
     d_sae = dictionary_size(cfg, preset_width(cfg, hook))
     _require(d_sae >= 1, "sae_arch.d_sae", d_sae, "must be at least 1")
+    _check_number(cfg, "sae_arch.encoder_init_scale", minimum=0, strict=True)
     _check_number(cfg, "sparsity.coefficient", minimum=0)
     _check_number(cfg, "sparsity.warmup_fraction", minimum=0, maximum=1)
     _check_train(cfg)

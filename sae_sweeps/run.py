@@ -89,6 +89,7 @@ def build_sae(
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     d_in = model.activation_width(hook)
     sae = instantiate_sae(cfg, d_in, dictionary_size(cfg, d_in), schedule.total_steps, schedule.sparsity_warmup_steps)
+    sae.scale_encoder(cfg.sae_arch.encoder_init_scale)
     sample_ND = data.sample_activations(hook)
     input_scale = input_scale_for(sample_ND, cfg.train.input_mean_squared_norm)
     if cfg.sae_arch.init_b_dec == "mean":

@@ -46,6 +46,7 @@ BAD_INPUTS: dict[str, tuple[list[str], str]] = {
     "context longer than the model takes": (["data.context_size=100000"], "data.context_size=100000 is longer than tiny takes (model.n_ctx=256)"),
     "context of one token": (["data.context_size=1"], "data.context_size=1 must be >= 2"),
     "zero expansion factor": (["sae_arch.expansion_factor=0"], "sae_arch.expansion_factor=0 must be > 0"),
+    "zero encoder init scale": (["sae_arch.encoder_init_scale=0"], "sae_arch.encoder_init_scale=0 must be > 0"),
     "negative hook layer": (["hook.layer=-1"], "hook.layer=-1 is out of range: tiny has layers 0..1"),
     "hook layer past the last block": (["hook.layer=2"], "hook.layer=2 is out of range: tiny has layers 0..1"),
     "hook the model does not have": (["hook=custom", "hook.name=blocks.0.hook_nonsense"], "hook.name='blocks.0.hook_nonsense' is not a per-token block hook; expected blocks.<layer>.<one of hook_resid_pre, hook_resid_mid, hook_resid_post, hook_mlp_out, hook_attn_out, hook_mlp_in, hook_attn_in, mlp.hook_pre, mlp.hook_post, ln1.hook_normalized, ln2.hook_normalized>"),

@@ -63,7 +63,7 @@ class SparseAutoencoder(nn.Module, ABC):
     activation_unit_params: ClassVar[tuple[str, ...]] = ("b_enc", "b_dec")
     """Parameters measured in units of the input; they are divided by the input scale when it is folded."""
 
-    def __init__(self, d_in: int, d_sae: int, encoder_init_scale: float = 1.0) -> None:
+    def __init__(self, d_in: int, d_sae: int) -> None:
         super().__init__()
         self.d_in = d_in
         self.d_sae = d_sae
@@ -71,9 +71,7 @@ class SparseAutoencoder(nn.Module, ABC):
         W_dec_FD /= W_dec_FD.norm(dim=1, keepdim=True)
         self.W_dec = nn.Parameter(W_dec_FD)
         # Tied at init, untied afterwards: every latent starts as a matched detector/writer pair.
-        # `encoder_init_scale` < 1 starts the encoder as a shrunk copy, as dictionary_learning's
-        # April-update recipe does (x0.1); an architecture's yaml may set it.
-        self.W_enc = nn.Parameter(encoder_init_scale * W_dec_FD.T.clone().contiguous())
+        self.W_enc = nn.Parameter(W_dec_FD.T.clone().contiguous())
         self.b_enc = nn.Parameter(torch.zeros(d_sae))
         self.b_dec = nn.Parameter(torch.zeros(d_in))
         self.sparsity: Sparsity = FixedCoefficient(0.0)
@@ -185,6 +183,12 @@ class SparseAutoencoder(nn.Module, ABC):
         return False
 
     # -- initialisation and export -----------------------------------------------------------
+    @torch.no_grad()
+    def scale_encoder(self, scale: float) -> None:
+        """Start the encoder as `scale` x W_dec^T (`sae_arch.encoder_init_scale`): with scale < 1
+        the first steps' pre-activations are small, as in dictionary_learning's recipe (x0.1)."""
+        self.W_enc.mul_(scale)
+
     @torch.no_grad()
     def initialize_decoder_bias(self, sample_ND: Tensor) -> None:
         """Start b_dec at the sample mean so the encoder sees centred inputs from step one."""

@@ -1,13 +1,18 @@
 """Synthetic activations from a known sparse dictionary, and the trainer's update loop in plain
-PyTorch, shared by the architecture tests.
+PyTorch, shared by the architecture tests and benchmarks/synthetic_recovery.py.
 
-Ground truth: G unit feature directions in R^d (G > d: superposition); each sample activates
-between 3 and 5 (by default) distinct features chosen uniformly, with magnitudes uniform in
-[0.5, 1.5]; samples are scaled so that E||x||^2 = 1, as the trainer scales real activations.
+Ground truth: G unit feature directions in R^d (G > d: superposition); samples are scaled so that
+E||x||^2 = 1, as the trainer scales real activations. Two ways to draw the codes:
+- `SparseDictionaryData` (the tests' easy case): each sample activates between 3 and 5 distinct
+  features chosen uniformly, magnitudes uniform in [0.5, 1.5].
+- `CorrelatedFeatureData` (the benchmark's hard case, docs/results.md#synthetic-recovery): each
+  feature fires on its own with its own probability (log-uniform around 2%), some features follow a
+  partner (correlated pairs), and each feature has its own typical magnitude.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -19,13 +24,9 @@ from sae_sweeps.training.schedules import Schedule
 
 
 @dataclass
-class SparseDictionaryData:
+class SyntheticActivations:
     features_GD: Tensor
     """The true feature directions, unit rows."""
-    min_active: int
-    max_active: int
-    min_magnitude: float
-    max_magnitude: float
     scale: float
     """Multiplies every sample so that E||x||^2 = 1."""
 
@@ -38,6 +39,35 @@ class SparseDictionaryData:
         return self.features_GD.shape[0]
 
     def codes(self, n: int, generator: torch.Generator) -> Tensor:
+        """The true sparse codes (already multiplied by `scale`), n x G."""
+        raise NotImplementedError
+
+    def sample(self, n: int, generator: torch.Generator) -> Tensor:
+        return self.codes(n, generator) @ self.features_GD
+
+    def true_l0(self, n: int = 32768, seed: int = 4321) -> float:
+        """Mean number of active true features per sample."""
+        return float((self.codes(n, torch.Generator().manual_seed(seed)) != 0).sum(dim=1).float().mean())
+
+    def normalise(self, generator: torch.Generator) -> None:
+        """Set `scale` so that E||x||^2 = 1 (measured on a probe sample)."""
+        self.scale = 1.0
+        self.scale = float(self.sample(32768, generator).pow(2).sum(dim=1).mean().rsqrt())
+
+
+def random_unit_directions(n: int, d: int, generator: torch.Generator) -> Tensor:
+    directions_ND = torch.randn(n, d, generator=generator)
+    return directions_ND / directions_ND.norm(dim=1, keepdim=True)
+
+
+@dataclass
+class SparseDictionaryData(SyntheticActivations):
+    min_active: int
+    max_active: int
+    min_magnitude: float
+    max_magnitude: float
+
+    def codes(self, n: int, generator: torch.Generator) -> Tensor:
         """The true sparse codes (already multiplied by `scale`), n x G: each row has between
         `min_active` and `max_active` (uniformly) distinct features, uniformly chosen, with
         magnitudes uniform in [min_magnitude, max_magnitude]."""
@@ -48,8 +78,51 @@ class SparseDictionaryData:
         codes_NG = torch.zeros(n, self.n_features)
         return codes_NG.scatter_(1, features_NA, on_NA * magnitudes_NA * self.scale)
 
-    def sample(self, n: int, generator: torch.Generator) -> Tensor:
-        return self.codes(n, generator) @ self.features_GD
+
+@dataclass
+class CorrelatedFeatureData(SyntheticActivations):
+    firing_probability_G: Tensor
+    """The chance that each feature fires on its own in a sample."""
+    typical_magnitude_G: Tensor
+    """Each feature's magnitude scale; a firing draws magnitude x uniform [0.5, 1.5]."""
+    leaders_P: Tensor
+    """Features whose firing pulls a partner in: follower `followers_P[i]` also fires with
+    probability `follow_probability` whenever `leaders_P[i]` does."""
+    followers_P: Tensor
+    follow_probability: float
+
+    def codes(self, n: int, generator: torch.Generator) -> Tensor:
+        on_NG = torch.rand(n, self.n_features, generator=generator) < self.firing_probability_G
+        pulled_NP = on_NG[:, self.leaders_P] & (torch.rand(n, len(self.leaders_P), generator=generator) < self.follow_probability)
+        on_NG[:, self.followers_P] |= pulled_NP
+        magnitudes_NG = self.typical_magnitude_G * torch.empty(n, self.n_features).uniform_(0.5, 1.5, generator=generator)
+        return on_NG * magnitudes_NG * self.scale
+
+
+def make_correlated_data(
+    d: int = 64,
+    features_per_dimension: int = 4,
+    firing_probability_range: tuple[float, float] = (0.005, 0.05),
+    magnitude_range: tuple[float, float] = (0.5, 2.0),
+    correlated_pairs: int = 32,
+    follow_probability: float = 0.7,
+    seed: int = 0,
+) -> CorrelatedFeatureData:
+    """d x features_per_dimension features; firing probabilities and typical magnitudes log-uniform
+    in their ranges (mean firing ~2% with the defaults); `correlated_pairs` disjoint
+    (leader, follower) pairs."""
+    generator = torch.Generator().manual_seed(2_000_003 + seed)
+    n_features = d * features_per_dimension
+
+    def log_uniform(low: float, high: float) -> Tensor:
+        return torch.empty(n_features).uniform_(math.log(low), math.log(high), generator=generator).exp()
+
+    features_GD = random_unit_directions(n_features, d, generator)
+    firing_G, magnitude_G = log_uniform(*firing_probability_range), log_uniform(*magnitude_range)
+    paired_2P = torch.randperm(n_features, generator=generator)[: 2 * correlated_pairs].view(2, correlated_pairs)
+    data = CorrelatedFeatureData(features_GD, 1.0, firing_G, magnitude_G, paired_2P[0], paired_2P[1], follow_probability)
+    data.normalise(generator)
+    return data
 
 
 def make_data(
@@ -64,19 +137,17 @@ def make_data(
     # Offset from the seeds the tests give torch.manual_seed: were they equal, the SAE's random
     # init (torch.randn(d_sae, d) under manual_seed(seed)) would draw the true features themselves.
     generator = torch.Generator().manual_seed(1_000_003 + seed)
-    features_GD = torch.randn(n_features, d, generator=generator)
-    features_GD /= features_GD.norm(dim=1, keepdim=True)
-    data = SparseDictionaryData(features_GD, min_active, max_active, min_magnitude, max_magnitude, 1.0)
-    probe = data.sample(32768, generator)
-    data.scale = float(probe.pow(2).sum(dim=1).mean().rsqrt())
+    features_GD = random_unit_directions(n_features, d, generator)
+    data = SparseDictionaryData(features_GD, 1.0, min_active, max_active, min_magnitude, max_magnitude)
+    data.normalise(generator)
     return data
 
 
 def train(
     sae: SparseAutoencoder,
-    data: SparseDictionaryData,
+    data: SyntheticActivations,
     *,
-    coefficient: float = 0.0,
+    coefficient: float | None = 0.0,
     steps: int = 1500,
     batch_size: int = 256,
     lr: float = 3e-3,
@@ -86,7 +157,8 @@ def train(
 ) -> list[float]:
     """Train `sae` the way SAETrainingModule does (LocalLoss, Adam with the architecture's betas,
     lr warm-up + cosine decay, sparsity warm-up, gradient clip 10, the decoder-norm maintenance
-    calls, dead-latent bookkeeping); returns the training L0 of every step."""
+    calls, dead-latent bookkeeping); returns the training L0 of every step. `coefficient=None`:
+    the SAE's own `sae.sparsity` sets it (and sees every step's L0), as in a run."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
@@ -109,7 +181,8 @@ def train(
             batches_CBD = data.sample(chunk * batch_size, generator).view(chunk, batch_size, data.d)
         x_BD = batches_CBD[step % chunk]
         dead_F = tokens_since_fired_F >= dead_window_tokens
-        out = loss_fn(sae, x_BD, 1.0, coefficient * schedule.sparsity_factor(step), dead_F)
+        base_coefficient = sae.sparsity.coefficient() if coefficient is None else coefficient
+        out = loss_fn(sae, x_BD, 1.0, base_coefficient * schedule.sparsity_factor(step), dead_F)
         optimizer.zero_grad(set_to_none=True)
         out.total.backward()
         sae.remove_gradient_parallel_to_decoder()
@@ -119,19 +192,31 @@ def train(
         sae.normalize_decoder()
         tokens_since_fired_F += batch_size
         tokens_since_fired_F[out.firing_counts_F > 0] = 0
-        l0s.append(float(out.firing_counts_F.sum()) / out.n_tokens)
+        l0 = out.firing_counts_F.sum().float() / out.n_tokens
+        sae.sparsity.observe(l0.detach(), step)
+        l0s.append(float(l0))
     return l0s
 
 
-def feature_recovery(sae: SparseAutoencoder, data: SparseDictionaryData) -> float:
-    """Mean over true features of the max cosine similarity with any learned decoder row."""
+def best_cosines(sae: SparseAutoencoder, data: SyntheticActivations) -> Tensor:
+    """For each true feature, its largest cosine similarity with any learned decoder row."""
     W_dec_FD = sae.W_dec.detach()
     W_dec_FD = W_dec_FD / W_dec_FD.norm(dim=1, keepdim=True)
-    return float((data.features_GD @ W_dec_FD.T).max(dim=1).values.mean())
+    return (data.features_GD @ W_dec_FD.T).max(dim=1).values
+
+
+def feature_recovery(sae: SparseAutoencoder, data: SyntheticActivations) -> float:
+    """Mean over true features of the max cosine similarity with any learned decoder row."""
+    return float(best_cosines(sae, data).mean())
+
+
+def recovered_fraction(sae: SparseAutoencoder, data: SyntheticActivations, cosine: float = 0.9) -> float:
+    """The fraction of true features some decoder row matches at cosine > `cosine`."""
+    return float((best_cosines(sae, data) > cosine).float().mean())
 
 
 @torch.no_grad()
-def evaluate(sae: SparseAutoencoder, data: SparseDictionaryData, n: int = 8192, seed: int = 12345) -> dict[str, float]:
+def evaluate(sae: SparseAutoencoder, data: SyntheticActivations, n: int = 8192, seed: int = 12345) -> dict[str, float]:
     """Held-out L0 and FVU (about the mean) in eval mode."""
     was_training = sae.training
     sae.eval()
