@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
+from analysis.budget import budget_messages
 from analysis.compare import comparison_blocks, comparison_footer, compare_frontiers, default_comparison_points
 from analysis.errors import AnalysisError
 from analysis.frontier import frontiers_by_group, plottable_runs
@@ -42,7 +43,8 @@ class AnalysisResult:
     notes: list[str] = field(default_factory=list)
     """What the user should know: several hook points, runs left off the plots, outputs skipped."""
     warnings: list[str] = field(default_factory=list)
-    """What makes the comparison weaker than it looks: groups whose frontier is a single point."""
+    """What makes the comparison weaker than it looks: groups whose frontier is a single point, curves that still
+    improve at their largest training budget (analysis/budget.py)."""
     files: list[Path] = field(default_factory=list)
     """Files written, empty when no output directory was given."""
 
@@ -92,6 +94,9 @@ def analyze(
             f"finite {x} (the x axis is logarithmic) and are left off the frontiers"
         )
     result.warnings += sparse_frontier_warnings(frontiers, x)
+    budget_notes, budget_warnings = budget_messages(points, y)
+    result.notes += budget_notes
+    result.warnings += budget_warnings
     if len(site_views) > 1:
         result.notes.append(
             f"runs cover {len(site_views)} hook points ({'; '.join(site_views)}): one figure per hook point"

@@ -48,7 +48,7 @@ def run_summary(
         "ce_loss_recovered": (3.0 - ce_loss_increase) / 3.0, "kl": ce_loss_increase * 0.9, "dead_fraction": 0.01,
         "dense_fraction": 0.0, "alive_latents": 500, "tokens_trained": 100_000, "train_seconds": 12.5,
         "dead_window_tokens": 10_000, "eval_tokens": 4096, "model": "tiny", "hook": hook, "hook_layer": int(hook.split(".")[1]),
-        "sae_arch": sae_arch, "loss": loss, "sparsity_value": l0, "sparsity_coefficient": 0.0,
+        "sae_arch": sae_arch, "loss": loss, "sparsity_knob": "coefficient", "sparsity_value": l0, "sparsity_coefficient": 0.0,
         "k": int(l0) if sae_arch == "topk" else None, "d_in": 64, "d_sae": 512, "seed": 0, "sweep_id": "sweep-1",
         "run_dir": "/elsewhere/run", "feature_density_histogram": {"log10_bin_edges": [-8, -4, 0], "counts": [3, 5]},
         "config": config,

@@ -17,7 +17,8 @@ def test_analyze_without_out_returns_tables_and_figures_and_writes_nothing(sweep
     assert isinstance(result.figures["tiny blocks.1.hook_resid_pre"], Figure)
     assert result.at == (10.0, 20.0, 50.0, 100.0)  # default: the 1-2-5 values inside the frontiers' range
     assert len(result.runs) == 18 and "group" in result.runs
-    assert result.notes == [] and result.warnings == []
+    assert result.warnings == []
+    assert len(result.notes) == 1 and result.notes[0].startswith("every run trained on 100,000 tokens")
 
 
 def test_frontiers_group_by_any_key_and_never_pool_hook_points(tmp_path: Path, make_sweep):
@@ -48,10 +49,10 @@ def test_completed_runs_without_the_axes_metrics_are_left_out_with_a_note(sweep_
     summary["l0"] = None
     summary_path.write_text(json.dumps(summary))
     result = analyze(sweep_dir)
-    assert result.notes == [
+    assert result.notes[0] == (
         "1 of 16 completed runs lack a finite ce_loss_increase or a positive, finite l0 "
         "(the x axis is logarithmic) and are left off the frontiers"
-    ]
+    )
 
 
 def test_no_completed_run_with_the_metrics_is_an_error_not_an_empty_plot(sweep_dir: Path):
