@@ -74,6 +74,8 @@ def _check_train(cfg: DictConfig) -> None:
              f"is smaller than one batch (train.batch_size={cfg.train.batch_size})")
     for key in ("eval_every_fraction", "checkpoint_every_fraction", "lr_warmup_fraction"):
         _check_number(cfg, f"train.{key}", minimum=0, maximum=1, optional=True)
+    for key in ("lr_decay_fraction", "lr_final_fraction"):
+        _check_number(cfg, f"train.{key}", minimum=0, maximum=1)
 
 
 def _check_data(cfg: DictConfig) -> None:

@@ -94,6 +94,7 @@ def build_sae(
     input_scale = input_scale_for(sample_ND, cfg.train.input_mean_squared_norm)
     if cfg.sae_arch.init_b_dec == "mean":
         sae.initialize_decoder_bias(sample_ND * input_scale)
+    sae.initialize_from_sample(sample_ND * input_scale)
     return sae, input_scale
 
 
@@ -120,6 +121,7 @@ def build_schedule(cfg: DictConfig, n_steps: int) -> Schedule:
         total_steps=n_steps,
         lr_warmup_steps=max(1, int(cfg.train.lr_warmup_fraction * n_steps)),
         lr_final_fraction=cfg.train.lr_final_fraction,
+        lr_decay_steps=round(cfg.train.lr_decay_fraction * n_steps),
         sparsity_warmup_steps=int(cfg.sparsity.warmup_fraction * n_steps),
     )
 

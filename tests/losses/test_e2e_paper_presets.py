@@ -38,7 +38,7 @@ def test_preset_holds_the_papers_settings(layer):
     assert cfg.hook.name == f"blocks.{layer}.hook_resid_pre"
     assert cfg.sae_arch.name == "relu" and cfg.sae_arch.expansion_factor == 60
     assert dictionary_size(cfg, cfg.model.d_model) == 46080
-    assert cfg.train.lr == 5e-4 and cfg.train.lr_warmup_fraction > 0 and cfg.train.lr_final_fraction == 0.1
+    assert cfg.train.lr == 5e-4 and cfg.train.lr_warmup_fraction > 0 and cfg.train.lr_final_fraction == 0.1 and cfg.train.lr_decay_fraction == 1.0
     assert cfg.trainer.gradient_clip_val == 10.0
     assert cfg.data.context_size == 1024 and cfg.train.batch_size == 16 * 1024
     assert cfg.train.tokens == 409_600_000
