@@ -151,6 +151,7 @@ class SparseAutoencoder(nn.Module, ABC):
             gain=controller.gain,
             proportional_gain=controller.proportional_gain,
             l0_decay=controller.l0_decay,
+            horizon_steps=controller.horizon_steps,
         )
 
     @classmethod
@@ -164,6 +165,7 @@ class SparseAutoencoder(nn.Module, ABC):
         controller = cfg.sparsity.controller
         check_setting("sparsity.controller.gain", controller.gain, 0, None, strict=True)
         check_setting("sparsity.controller.l0_decay", controller.l0_decay, 0, 1, strict=True)
+        check_setting("sparsity.controller.horizon_steps", controller.horizon_steps, 0, None)
         check_setting("sparsity.controller.start_fraction", controller.start_fraction, 0, 1)
         check_setting("sparsity.controller.freeze_fraction", controller.freeze_fraction, 0, 1, strict=True)
         if controller.start_fraction + controller.freeze_fraction >= 1:
@@ -193,6 +195,11 @@ class SparseAutoencoder(nn.Module, ABC):
     def initialize_decoder_bias(self, sample_ND: Tensor) -> None:
         """Start b_dec at the sample mean so the encoder sees centred inputs from step one."""
         self.b_dec.copy_(sample_ND.mean(dim=0))
+
+    @torch.no_grad()
+    def initialize_from_sample(self, sample_ND: Tensor) -> None:
+        """Data-dependent initialisation that belongs to the architecture, on scaled inputs after
+        b_dec's (JumpReLU's thresholds with a target); none by default."""
 
     @torch.no_grad()
     def fold_input_scale(self, input_scale: float) -> None:

@@ -116,13 +116,16 @@ class CoefficientController(Sparsity):
         gain: float,
         proportional_gain: float,
         l0_decay: float,
+        horizon_steps: float,
     ) -> None:
         self.target_l0 = float(target_l0)
         self.adapt_from_step, self.freeze_at_step = int(adapt_from_step), int(freeze_at_step)
         self.gain, self.proportional_gain, self.l0_decay = float(gain), float(proportional_gain), float(l0_decay)
+        self.horizon_steps = float(horizon_steps)
         self.integral = torch.tensor(math.log(initial_coefficient))
         self.log_coefficient = self.integral.clone()
         self.l0_ema = torch.tensor(0.0)
+        self.log_l0_slope_ema = torch.tensor(0.0)
         self.l0_updates = 0
 
     def coefficient(self) -> Tensor:
@@ -135,21 +138,36 @@ class CoefficientController(Sparsity):
         """The bias-corrected moving average of the batches' L0."""
         return self.l0_ema / (1 - self.l0_decay**self.l0_updates)
 
+    def running_log_l0_slope(self) -> Tensor:
+        """The bias-corrected moving average of the step-to-step change in log(running L0)."""
+        slope_updates = self.l0_updates - 1
+        return self.log_l0_slope_ema / (1 - self.l0_decay**slope_updates) if slope_updates else self.log_l0_slope_ema
+
     @torch.no_grad()
     def observe(self, l0: Tensor, step: int) -> None:
         l0 = l0.detach().float()
+        previous = self.running_l0() if self.l0_updates else None
         self.l0_ema = self.l0_ema.to(l0.device).lerp(l0, 1 - self.l0_decay)
         self.l0_updates += 1
+        log_l0 = self.running_l0().clamp_min(1e-6).log()
+        if previous is not None:
+            slope = log_l0 - previous.clamp_min(1e-6).log()
+            self.log_l0_slope_ema = self.log_l0_slope_ema.to(l0.device).lerp(slope, 1 - self.l0_decay)
         if self.adapt_from_step <= step < self.freeze_at_step:
-            error = torch.log(self.running_l0() / self.target_l0).clamp(-1.0, 1.0)
+            predicted_log_l0 = log_l0 + self.horizon_steps * self.running_log_l0_slope()
+            error = (predicted_log_l0 - math.log(self.target_l0)).clamp(-1.0, 1.0)
             self.integral = self.integral.to(l0.device) + self.gain * error
             self.log_coefficient = self.integral + self.proportional_gain * error
 
     def state_dict(self) -> dict[str, Any]:
-        return {"integral": self.integral.cpu(), "log_coefficient": self.log_coefficient.cpu(), "l0_ema": self.l0_ema.cpu(), "l0_updates": self.l0_updates}
+        return {
+            "integral": self.integral.cpu(), "log_coefficient": self.log_coefficient.cpu(), "l0_ema": self.l0_ema.cpu(),
+            "log_l0_slope_ema": self.log_l0_slope_ema.cpu(), "l0_updates": self.l0_updates,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.integral = state["integral"].clone()
         self.log_coefficient = state["log_coefficient"].clone()
         self.l0_ema = state["l0_ema"].clone()
+        self.log_l0_slope_ema = state["log_l0_slope_ema"].clone()
         self.l0_updates = int(state["l0_updates"])

@@ -17,18 +17,19 @@ from launch_helpers import compose_config
 ARCHITECTURES = ("relu", "gated", "jumprelu", "topk", "batchtopk", "matryoshka")
 
 
-def controller(adapt_from_step: int = 0, freeze_at_step: int = 100) -> CoefficientController:
+def controller(adapt_from_step: int = 0, freeze_at_step: int = 100, horizon_steps: float = 0.0) -> CoefficientController:
     return CoefficientController(
         initial_coefficient=0.1, target_l0=20, adapt_from_step=adapt_from_step, freeze_at_step=freeze_at_step,
-        gain=0.02, proportional_gain=0.5, l0_decay=0.9,
+        gain=0.02, proportional_gain=0.5, l0_decay=0.9, horizon_steps=horizon_steps,
     )
 
 
-def steer(sparsity: CoefficientController, l0: float, steps: range) -> list[float]:
-    """The coefficient after each of `steps`, the batches' L0 being `l0` throughout."""
+def steer(sparsity: CoefficientController, l0: float | list[float], steps: range) -> list[float]:
+    """The coefficient after each of `steps`, the batches' L0 being `l0` throughout (or `l0[i]` at the i-th)."""
+    l0s = l0 if isinstance(l0, list) else [l0] * len(steps)
     coefficients = []
-    for step in steps:
-        sparsity.observe(torch.tensor(l0), step)
+    for step, batch_l0 in zip(steps, l0s, strict=True):
+        sparsity.observe(torch.tensor(batch_l0), step)
         coefficients.append(float(sparsity.coefficient()))
     return coefficients
 
@@ -57,6 +58,18 @@ def test_controller_waits_for_the_warm_up_and_holds_the_coefficient_fixed_from_t
     assert frozen == [adapting[-1]] * 25
 
 
+def test_controller_with_a_horizon_eases_off_before_a_falling_l0_reaches_the_target():
+    """Property: L0 above the target but falling 10% per step: steering by the L0 extrapolated 10 steps
+    ahead lowers the coefficient step after step while the L0 is still above target; steering by
+    today's L0 keeps it above where it started, and above the one looking ahead (from the second step, when
+    there is a trend to extrapolate)."""
+    falling = [60.0 * 0.9**step for step in range(10)]  # 60 -> 23, all above the target of 20
+    ahead = steer(controller(horizon_steps=10), falling, range(10))
+    now = steer(controller(horizon_steps=0), falling, range(10))
+    assert all(later < earlier for earlier, later in zip(ahead[1:], ahead[2:]))
+    assert all(looking_now > max(0.1, looking_ahead) for looking_now, looking_ahead in zip(now[1:], ahead[1:]))
+
+
 def test_controller_step_is_bounded_however_far_l0_is_from_target():
     """Property: the log-error is clipped at 1, so an L0 a thousand times the target moves the
     coefficient no faster than one e times the target."""
@@ -69,7 +82,7 @@ def test_controller_resumes_exactly_from_its_state_dict():
     of torch.save) continues bit-identically."""
     import io
 
-    whole, first_half = controller(), controller()
+    whole, first_half = controller(horizon_steps=5), controller(horizon_steps=5)
     l0s = [60.0 - 2 * i for i in range(30)]
     for step, l0 in enumerate(l0s[:12]):
         whole.observe(torch.tensor(l0), step)
@@ -77,7 +90,7 @@ def test_controller_resumes_exactly_from_its_state_dict():
     buffer = io.BytesIO()
     torch.save(first_half.state_dict(), buffer)
     buffer.seek(0)
-    resumed = controller()
+    resumed = controller(horizon_steps=5)
     resumed.load_state_dict(torch.load(buffer))
     for step, l0 in enumerate(l0s[12:], start=12):
         whole.observe(torch.tensor(l0), step)
@@ -107,7 +120,7 @@ def test_every_architecture_takes_sparsity_target_l0(arch, target):
     else:
         assert isinstance(sparsity, CoefficientController) and sparsity.setting() == ("target_l0", target)
         assert float(sparsity.coefficient()) == pytest.approx(cfg.sae_arch.default_coefficient)
-        assert (sparsity.adapt_from_step, sparsity.freeze_at_step) == (15, 80)  # start_fraction 0.15, freeze_fraction 0.2
+        assert (sparsity.adapt_from_step, sparsity.freeze_at_step) == (15, 90)  # start_fraction 0.15, freeze_fraction 0.1
 
 
 def test_summary_records_the_target_and_the_final_coefficient():
