@@ -128,6 +128,16 @@ class JumpReLUSAE(SparseAutoencoder):
     def check_config(cls, cfg: DictConfig, d_sae: int) -> None:
         check_target_l0(cfg, d_sae)
 
+    @torch.no_grad()
+    def initialize_from_sample(self, sample_ND: Tensor) -> None:
+        """With a target, start every threshold where the sample has L0 = T: the target penalty
+        then only has to track the target, not climb to it (~lr per step)."""
+        if self.target_l0 is None:
+            return
+        pre_acts = self.pre_activations(sample_ND).flatten()
+        n_above = min(max(1, round(self.target_l0 * len(sample_ND))), len(pre_acts))
+        self.threshold.fill_(max(float(pre_acts.topk(n_above).values[-1]), 0.0))
+
     def activation(self, pre_acts_BF: Tensor) -> Tensor:
         return JumpReLUWithCounts.apply(pre_acts_BF, self.threshold, self.bandwidth)[0]
 

@@ -153,22 +153,26 @@ def train(
     lr: float = 3e-3,
     seed: int = 0,
     warmup_fraction: float = 0.05,
+    lr_decay_fraction: float = 0.2,
     dead_window_tokens: int = 25_000,
 ) -> list[float]:
     """Train `sae` the way SAETrainingModule does (LocalLoss, Adam with the architecture's betas,
-    lr warm-up + cosine decay, sparsity warm-up, gradient clip 10, the decoder-norm maintenance
+    lr warm-up, constant, cosine decay over the final `lr_decay_fraction`, sparsity warm-up, gradient clip 10, the decoder-norm maintenance
     calls, dead-latent bookkeeping); returns the training L0 of every step. `coefficient=None`:
     the SAE's own `sae.sparsity` sets it (and sees every step's L0), as in a run."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
-        sae.initialize_decoder_bias(data.sample(4096, generator))
+        sample_ND = data.sample(4096, generator)
+        sae.initialize_decoder_bias(sample_ND)
+        sae.initialize_from_sample(sample_ND)
     loss_fn = LocalLoss()
     schedule = Schedule(
         total_steps=steps,
         lr_warmup_steps=max(1, int(warmup_fraction * steps)),
         lr_final_fraction=0.1,
         sparsity_warmup_steps=int(warmup_fraction * steps),
+        lr_decay_steps=round(lr_decay_fraction * steps),
     )
     optimizer = torch.optim.Adam(sae.parameters(), lr=lr, betas=sae.default_adam_betas)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.lr_factor)

@@ -153,3 +153,16 @@ def test_threshold_lr_scale_gives_thresholds_their_own_adam_learning_rate():
     plain = SAETrainingModule(JumpReLUSAE(8, 16), LocalLoss(), schedule, lr=1e-3, adam_betas=(0.0, 0.999),
                               input_scale=1.0, dead_window_tokens=100)
     assert len(plain.configure_optimizers()["optimizer"].param_groups) == 1
+
+
+def test_with_a_target_the_thresholds_start_where_the_sample_has_l0_equal_to_the_target():
+    """Property: after initialize_from_sample, the sample's mean count of latents above threshold is T
+    (up to one tie); without a target the thresholds keep threshold_init."""
+    torch.manual_seed(0)
+    sample_ND = torch.randn(500, 16)
+    aimed, plain = JumpReLUSAE(16, 64, target_l0=5), JumpReLUSAE(16, 64)
+    for sae in (aimed, plain):
+        sae.initialize_from_sample(sample_ND)
+    l0 = (aimed.pre_activations(sample_ND) > aimed.threshold).sum(dim=1).float().mean().item()
+    assert l0 == pytest.approx(5, abs=1 / 500)
+    assert torch.equal(plain.threshold, torch.full((64,), 0.001))
