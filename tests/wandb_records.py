@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,8 @@ def _records(path: Path) -> list[bytes]:
         if kind == 0 and length == 0:  # zero padding to the end of the block
             position += left_in_block
             continue
+        if position + CHUNK_HEADER.size + length > len(data):  # a chunk still being written
+            break
         chunk = data[position + CHUNK_HEADER.size : position + CHUNK_HEADER.size + length]
         position += CHUNK_HEADER.size + length
         if kind == FULL:
@@ -71,11 +74,22 @@ def _items(items: Any) -> dict[str, Any]:
     return {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in items}
 
 
-def read_offline_run(directory: Path) -> OfflineRun:
+def read_offline_run(directory: Path, hang_guard_s: float = 120.0) -> OfflineRun:
+    """The run in `directory` once its log holds the exit record: wandb-core writes the log in
+    blocks and may close it just after `finish()` has returned, so a log read at once can still
+    be only its header (seen on a loaded CI machine)."""
     logs = list(directory.glob("run-*.wandb"))
     # wandb's own logs say why a run directory holds no transaction log
     assert len(logs) == 1, f"{directory} holds {len(logs)} transaction logs; wandb logged:\n{_wandb_debug_logs(directory)}"
     (log,) = logs
+    deadline = time.monotonic() + hang_guard_s
+    while ((run := _parse(log)) is None or run.exit_code is None) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert run is not None, f"{log} holds no run record after {hang_guard_s:.0f} s; wandb logged:\n{_wandb_debug_logs(directory)}"
+    return run
+
+
+def _parse(log: Path) -> OfflineRun | None:
     run: OfflineRun | None = None
     summary: dict[str, Any] = {}
     history: list[dict[str, Any]] = []
@@ -86,14 +100,15 @@ def read_offline_run(directory: Path) -> OfflineRun:
         kind = record.WhichOneof("record_type")
         if kind == "run":
             r = record.run
-            run = OfflineRun(directory, r.display_name, r.run_group, r.job_type, list(r.tags), _items(r.config.update))
+            run = OfflineRun(log.parent, r.display_name, r.run_group, r.job_type, list(r.tags), _items(r.config.update))
         elif kind == "summary":
             summary |= _items(record.summary.update)
         elif kind == "history":
             history.append(_items(record.history.item))
         elif kind == "exit":
             exit_code = record.exit.exit_code
-    assert run is not None, f"{log} holds no run record"
+    if run is None:
+        return None
     run.summary, run.history, run.exit_code = summary, history, exit_code
     return run
 
