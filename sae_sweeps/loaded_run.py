@@ -41,17 +41,23 @@ class LoadedRun:
     """The run's text: `data.held_out_contexts()` are the contexts its held-out metrics average over."""
 
 
-def load_run(run_dir: str | Path) -> LoadedRun:
-    """Rebuild the run in `run_dir`: its SAE, LM, hook point and data, as the run had them.
-
-    The files are checked before the LM loads: a directory without a summary (an unfinished or
-    failed run) or without its saved SAE is refused with the missing path named."""
+def finished_run_summary(run_dir: str | Path) -> dict[str, Any]:
+    """The summary.json of the finished run in `run_dir`, once its config, summary and saved SAE
+    are all there (nothing loads: tools check their arguments against it first); an unfinished or
+    failed run is refused with the missing path named."""
     run_dir = Path(run_dir)
     for required in (CONFIG_PATH, Path(SUMMARY_FILENAME), Path(SAE_DIRECTORY)):
         if not (run_dir / required).exists():
             raise FileNotFoundError(f"{run_dir / required} is missing: load_run needs a finished run directory")
+    return json.loads((run_dir / SUMMARY_FILENAME).read_text())
+
+
+def load_run(run_dir: str | Path) -> LoadedRun:
+    """Rebuild the run in `run_dir`: its SAE, LM, hook point and data, as the run had them.
+    The files are checked before the LM loads (`finished_run_summary`)."""
+    run_dir = Path(run_dir)
+    summary = finished_run_summary(run_dir)
     config = OmegaConf.load(run_dir / CONFIG_PATH)
-    summary = json.loads((run_dir / SUMMARY_FILENAME).read_text())
     sae = load_sae(run_dir / SAE_DIRECTORY)
     model, hook = load_model(config)
     data = Corpus(config.data, model, None, config.model.get("hf_name"))
