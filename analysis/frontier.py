@@ -5,7 +5,7 @@ import pandas as pd
 
 from analysis.errors import AnalysisError
 from analysis.groups import GROUP_COLUMN, SITE_COLUMNS, GroupKeys, parse_group_keys, with_group_columns
-from analysis.metrics import get_metric
+from analysis.metrics import absence_reasons, get_metric
 from analysis.runs import completed_runs
 
 FRONTIER_EXTRA_COLUMNS = ("sparsity_value", "run", "location")
@@ -19,7 +19,9 @@ def plottable_runs(runs: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
     x_values, y_values = completed[x].astype("float64"), completed[y].astype("float64")
     usable = completed[np.isfinite(x_values) & np.isfinite(y_values) & (x_values > 0)]
     if usable.empty:
-        raise AnalysisError(f"none of the {len(completed)} completed runs has a finite {y} and a positive, finite {x}")
+        raise AnalysisError(
+            f"none of the {len(completed)} completed runs has a finite {y} and a positive, finite {x}{absence_reasons(x, y)}"
+        )
     return usable
 
 

@@ -14,6 +14,7 @@ from analysis.compare import comparison_blocks, comparison_footer, compare_front
 from analysis.errors import AnalysisError
 from analysis.frontier import frontiers_by_group, plottable_runs
 from analysis.groups import GROUP_COLUMN, SITE_COLUMNS, GroupKeys, parse_group_keys, site_label, with_group_columns
+from analysis.metrics import absence_reasons
 from analysis.plots import frontier_figure, group_colors, save_figure, write_html_figure
 from analysis.runs import Source, load_runs
 from analysis.schema import COMPLETED, CONFIG_COLUMN
@@ -91,7 +92,7 @@ def analyze(
     if len(points) < completed_count:
         result.notes.append(
             f"{completed_count - len(points)} of {completed_count} completed runs lack a finite {y} or a positive, "
-            f"finite {x} (the x axis is logarithmic) and are left off the frontiers"
+            f"finite {x} (the x axis is logarithmic) and are left off the frontiers{absence_reasons(x, y)}"
         )
     result.warnings += sparse_frontier_warnings(frontiers, x)
     budget_notes, budget_warnings = budget_messages(points, y)

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from sae_sweeps.loaded_run import LoadedRun, finished_run_summary, load_run
 
-DEFAULT_ALPHA = 0.5
+DEFAULT_ALPHA = 0.3
 DEFAULT_PROMPT = "In the news today,"
 DEFAULT_NEW_TOKENS = 40
 DEFAULT_TEMPERATURE = 0.7

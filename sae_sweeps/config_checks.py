@@ -91,6 +91,9 @@ def _check_data(cfg: DictConfig) -> None:
     _check_number(cfg, "data.eval_batch_contexts", minimum=1, integer=True)
     _check_number(cfg, "data.lm_batch_size", minimum=1, integer=True)
     _check_number(cfg, "data.scale_sample_contexts", minimum=1, integer=True)
+    _require(isinstance(data.get("sparse_probing"), bool), "data.sparse_probing", data.get("sparse_probing"), "must be true or false")
+    _check_number(cfg, "data.probe_train_documents", minimum=1, integer=True)
+    _check_number(cfg, "data.probe_held_out_documents", minimum=1, integer=True)
     if data.path is not None:
         try:
             check_text_source(str(data.path), data.text_column)

@@ -20,6 +20,7 @@ from sae_sweeps.data.corpus import Corpus, input_scale_for, loader
 from sae_sweeps.data.streams import RankSlice
 from sae_sweeps.evaluation.evaluator import Evaluator
 from sae_sweeps.evaluation.reference_passes import cached_reference_passes, compute_reference_passes, reference_passes_key
+from sae_sweeps.evaluation.sparse_probing import ProbingUnavailable, SparseProber, sparse_prober
 from sae_sweeps.losses import SAELoss
 from sae_sweeps.models import HookError, HookPoint, LanguageModel
 from sae_sweeps.run_config import activation_cache_root, dead_window_tokens, eval_cache_root, dictionary_size, every_n_steps, preset_width
@@ -28,7 +29,7 @@ from sae_sweeps.run_logging import log_evaluation, log_summary_to_wandb
 from sae_sweeps.saes import SparseAutoencoder
 from sae_sweeps.saes.base import instantiate_sae
 from sae_sweeps.saes.io import save_sae
-from sae_sweeps.summary import SUMMARY_FILENAME, HeldOutMetrics, RunChoices, RunSummary, TrainingRecord
+from sae_sweeps.summary import SUMMARY_FILENAME, HeldOutMetrics, RunChoices, RunSummary, SparseProbingScores, TrainingRecord
 from sae_sweeps.training.callbacks import PeriodicEvaluation
 from sae_sweeps.training.checkpointing import ResumableCheckpoints, resumable_checkpoint
 from sae_sweeps.training.module import SAETrainingModule
@@ -51,6 +52,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     schedule = build_schedule(cfg, n_steps)
     sae, input_scale = build_sae(cfg, model, hook, data, schedule)
     evaluator, periodic = build_evaluators(cfg, model, hook, data)
+    prober = build_sparse_prober(cfg, hook, data)
     module = build_module(cfg, sae, loss, input_scale, schedule)
     trainer = build_trainer(cfg, run_dir, run_name(cfg, sae), n_steps, periodic)
     resume_from = resumable_checkpoint(run_dir)  # (checkpoint, its step): a requeued or preempted run
@@ -59,7 +61,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     fit(trainer, module, stream, run_dir, resume_from)
     if not trainer.is_global_zero:
         return {}  # all ranks hold the same SAE; one evaluates and writes
-    return evaluate_and_save(cfg, run_dir, trainer, module, evaluator, hook)
+    return evaluate_and_save(cfg, run_dir, trainer, module, evaluator, prober, hook)
 
 
 def load_model(cfg: DictConfig) -> tuple[LanguageModel, HookPoint]:
@@ -114,6 +116,22 @@ def build_evaluators(cfg: DictConfig, model: LanguageModel, hook: HookPoint, dat
     final = Evaluator(model, hook, held_out_NT, reference, batch)
     periodic = Evaluator(model, hook, held_out_NT[:n_periodic], reference.first(n_periodic), batch)
     return final, periodic
+
+
+def build_sparse_prober(cfg: DictConfig, hook: HookPoint, data: Corpus) -> SparseProber | None:
+    """k-sparse probing of the data's labels after training (docs/sparse_probing.md), its LM pass shared on
+    disk like the reference passes; None when `data.sparse_probing` is off, or, with a one-line note, when
+    the data has no labels."""
+    if not cfg.data.sparse_probing:
+        return None
+    try:
+        return sparse_prober(
+            data, hook, cfg.data.probe_train_documents, cfg.data.probe_held_out_documents, eval_cache_root(cfg),
+            cfg.data.lm_batch_size,
+        )
+    except ProbingUnavailable as note:
+        log.info("%s; its summary fields are None", note)
+        return None
 
 
 def build_schedule(cfg: DictConfig, n_steps: int) -> Schedule:
@@ -206,13 +224,19 @@ def fit(
 
 
 def evaluate_and_save(
-    cfg: DictConfig, run_dir: Path, trainer: L.Trainer, module: SAETrainingModule, evaluator: Evaluator, hook: HookPoint
+    cfg: DictConfig, run_dir: Path, trainer: L.Trainer, module: SAETrainingModule, evaluator: Evaluator,
+    prober: SparseProber | None, hook: HookPoint,
 ) -> dict[str, Any]:
-    """The final held-out evaluation, the saved SAE and summary.json (the summary is written last:
-    its presence means the run is complete)."""
+    """The final held-out evaluation and sparse probing, the saved SAE and summary.json (the summary is
+    written last: its presence means the run is complete)."""
     sae = module.sae
     final = evaluator.evaluate(sae, module.input_scale)
-    summary = run_summary(cfg, run_dir, module, final, hook).to_json()
+    probing = SparseProbingScores.absent()
+    if prober is not None:
+        result = prober.score(sae, module.input_scale)
+        log.info("%s", result.summary_line())
+        probing = result.scores()
+    summary = run_summary(cfg, run_dir, module, final, probing, hook).to_json()
     save_sae(sae, run_dir / "sae", module.input_scale, saelens_metadata(cfg, hook))
     write_json_atomically(run_dir / SUMMARY_FILENAME, summary)
     final_scalars = final.scalars() | {"dead_fraction": summary["dead_fraction"]}
@@ -221,7 +245,10 @@ def evaluate_and_save(
     return summary
 
 
-def run_summary(cfg: DictConfig, run_dir: Path, module: SAETrainingModule, final: HeldOutMetrics, hook: HookPoint) -> RunSummary:
+def run_summary(
+    cfg: DictConfig, run_dir: Path, module: SAETrainingModule, final: HeldOutMetrics, probing: SparseProbingScores,
+    hook: HookPoint,
+) -> RunSummary:
     sae = module.sae
     dead = module.dead_fraction()
     loss_start, loss_end = module.loss_at_start_and_end()
@@ -253,6 +280,7 @@ def run_summary(cfg: DictConfig, run_dir: Path, module: SAETrainingModule, final
             train_loss_end=loss_end,
             final_sparsity_coefficient=float(sae.sparsity.coefficient()),
         ),
+        sparse_probing=probing,
         config_fingerprint=config_fingerprint(cfg),
         run_dir=str(run_dir),
         config=OmegaConf.to_container(cfg, resolve=True),

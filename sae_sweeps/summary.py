@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, NamedTuple
 
-SUMMARY_VERSION = 3
+SUMMARY_VERSION = 4
 """Bumped whenever a field changes meaning, appears or goes away (1: before the contract was declared here;
-2: declared here; 3: a `<name>_se` standard error beside each held-out estimate)."""
+2: declared here; 3: a `<name>_se` standard error beside each held-out estimate; 4: the `sparse_probing_*`
+fields, None on data without labels)."""
 SE_SUFFIX = "_se"
 """`<name>_se` is the standard error of metric `<name>` (docs/method.md#standard-errors)."""
 SUMMARY_FILENAME = "summary.json"
@@ -20,10 +21,14 @@ FAILURE_FILENAME = "failure.json"
 COMPLETED = "completed"
 
 
-def axis(label: str, higher_is_better: bool = False, headline: bool = False, se: bool = False) -> Any:
+def axis(
+    label: str, higher_is_better: bool = False, headline: bool = False, se: bool = False, absent_when: str | None = None
+) -> Any:
     """A field that can be a frontier axis (`label` with units); `headline` ones are printed at the end of a run;
-    `se` ones are estimates over held-out contexts and carry a standard error `<name>_se`."""
-    return field(metadata={"axis_label": label, "higher_is_better": higher_is_better, "headline": headline, "se": se})
+    `se` ones are estimates over held-out contexts and carry a standard error `<name>_se`; `absent_when` says
+    when a completed run has None there (an optional measurement), for the message of an analysis that lacks it."""
+    metadata = {"axis_label": label, "higher_is_better": higher_is_better, "headline": headline, "se": se}
+    return field(metadata=metadata | ({"absent_when": absent_when} if absent_when else {}))
 
 
 def se_key(name: str) -> str:
@@ -101,6 +106,61 @@ class TrainingRecord:
     """The weight on the sparsity penalty at the end of training (where a controller left it; 0: hard budget)."""
 
 
+PROBE_K: tuple[int, ...] = (1, 5, 20)
+"""The probe sizes of k-sparse probing: one `sparse_probing_top<k>` and one `sparse_probing_raw_top<k>` field each."""
+_NO_LABELS = (
+    "the run's data has no labels (topic folders, or a `label` field in .jsonl records), probing was switched "
+    "off (data.sparse_probing=false), or the run predates summary_version 4 (docs/sparse_probing.md)"
+)
+
+
+def _probe_axis(what: str) -> Any:
+    return axis(f"Sparse probing accuracy, {what} (balanced, held-out)", higher_is_better=True, absent_when=_NO_LABELS)
+
+
+@dataclass(frozen=True)
+class SparseProbingScores:
+    """Held-out k-sparse probing of the data's labels, averaged over one one-vs-rest task per label
+    (docs/sparse_probing.md); every field None where the data has no labels or probing is off."""
+
+    sparse_probing_top1: float | None = _probe_axis("1 SAE latent")
+    """Balanced accuracy of a logistic probe on the 1 SAE latent whose training means differ most between the classes."""
+    sparse_probing_top5: float | None = _probe_axis("5 SAE latents")
+    """The same with the 5 such latents."""
+    sparse_probing_top20: float | None = _probe_axis("20 SAE latents")
+    """The same with the 20 such latents."""
+    sparse_probing_raw_top1: float | None = _probe_axis("1 raw dimension")
+    """Baseline: the same probe on the 1 dimension of the raw activation at the hook chosen the same way."""
+    sparse_probing_raw_top5: float | None = _probe_axis("5 raw dimensions")
+    """Baseline: on 5 raw dimensions."""
+    sparse_probing_raw_top20: float | None = _probe_axis("20 raw dimensions")
+    """Baseline: on 20 raw dimensions."""
+    sparse_probing_raw_all: float | None = _probe_axis("all raw dimensions")
+    """Baseline: on every dimension of the raw activation (d_in features)."""
+    sparse_probing_tasks: int | None = field()
+    """One-vs-rest tasks (labels) averaged over."""
+    sparse_probing_train_documents: int | None = field()
+    """Training documents the latents were chosen and the probes fitted on (first context of each)."""
+    sparse_probing_held_out_documents: int | None = field()
+    """Held-out documents the accuracies are measured on (first context of each)."""
+
+    def __post_init__(self) -> None:
+        declared = {f.name for f in fields(self) if "_top" in f.name}
+        expected = {probe_key(k, raw) for k in PROBE_K for raw in (False, True)}
+        if declared != expected:
+            raise ValueError(f"the sparse probing fields {sorted(declared)} do not match PROBE_K={PROBE_K}")
+
+    @classmethod
+    def absent(cls) -> SparseProbingScores:
+        """Every field None: the data has no labels, or probing is off."""
+        return cls(**{f.name: None for f in fields(cls)})
+
+
+def probe_key(k: int, raw: bool = False) -> str:
+    """The summary key of the k-sparse probe on SAE latents, or on raw dimensions with `raw`."""
+    return f"sparse_probing_{'raw_' if raw else ''}top{k}"
+
+
 @dataclass(frozen=True)
 class RunChoices:
     """What was trained: the config choices a table or a frontier groups by."""
@@ -143,6 +203,8 @@ class RunSummary:
     """The final held-out evaluation."""
     training: TrainingRecord
     """What training measured."""
+    sparse_probing: SparseProbingScores
+    """k-sparse probing of the data's labels (None throughout on data without labels)."""
     config_fingerprint: str
     """Hash of every config value that changes the result (sae_sweeps/run_directory.py)."""
     run_dir: str
@@ -156,6 +218,7 @@ class RunSummary:
             "status": COMPLETED,
             **self.held_out.scalars(),
             **asdict(self.training),
+            **asdict(self.sparse_probing),
             **asdict(self.choices),
             "config_fingerprint": self.config_fingerprint,
             "run_dir": self.run_dir,
@@ -177,16 +240,18 @@ def _scalar_keys(cls: type) -> list[str]:
 
 CHOICE_KEYS: tuple[str, ...] = tuple(f.name for f in fields(RunChoices))
 """Summary keys that say what was trained."""
-METRIC_KEYS: tuple[str, ...] = tuple(key for cls in (HeldOutMetrics, TrainingRecord) for key in _scalar_keys(cls))
+MEASURED = (HeldOutMetrics, TrainingRecord, SparseProbingScores)
+"""The dataclasses whose fields are numbers a run measured."""
+METRIC_KEYS: tuple[str, ...] = tuple(key for cls in MEASURED for key in _scalar_keys(cls))
 """Summary keys that hold numbers measured by the run, standard errors included."""
+OPTIONAL_METRIC_KEYS: frozenset[str] = frozenset(f.name for f in fields(SparseProbingScores))
+"""Metric keys a completed run may hold None in (a measurement its data did not allow)."""
 SE_KEYS: dict[str, str] = {f.name: se_key(f.name) for f in fields(HeldOutMetrics) if f.metadata.get("se")}
 """Metric name -> the summary key of its standard error, for every metric that has one."""
-HEADLINE_KEYS: tuple[str, ...] = tuple(
-    f.name for cls in (HeldOutMetrics, TrainingRecord) for f in fields(cls) if f.metadata.get("headline")
-)
+HEADLINE_KEYS: tuple[str, ...] = tuple(f.name for cls in MEASURED for f in fields(cls) if f.metadata.get("headline"))
 """Printed at the end of a run and of a sweep."""
 INTEGER_KEYS: frozenset[str] = frozenset(
-    f.name for cls in (RunChoices, HeldOutMetrics, TrainingRecord) for f in fields(cls) if str(f.type).startswith("int")
+    f.name for cls in (RunChoices, *MEASURED) for f in fields(cls) if str(f.type).startswith("int")
 )
 TEXT_KEYS: frozenset[str] = frozenset(f.name for f in fields(RunChoices) if str(f.type).startswith("str"))
 
@@ -202,11 +267,15 @@ class Metric(NamedTuple):
     """Direction of improvement; the frontier keeps the best points in this direction."""
     se: str | None
     """Key and column of its standard error (None for a metric without one)."""
+    absent_when: str | None = None
+    """When a completed run holds None for it (None: every completed run has it)."""
 
 
 AXIS_METRICS: dict[str, Metric] = {
-    f.name: Metric(f.name, f.metadata["axis_label"], f.metadata["higher_is_better"], SE_KEYS.get(f.name))
-    for cls in (HeldOutMetrics, TrainingRecord)
+    f.name: Metric(
+        f.name, f.metadata["axis_label"], f.metadata["higher_is_better"], SE_KEYS.get(f.name), f.metadata.get("absent_when")
+    )
+    for cls in MEASURED
     for f in fields(cls)
     if "axis_label" in f.metadata
 }

@@ -11,7 +11,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from sae_sweeps.summary import CHOICE_KEYS, METRIC_KEYS, SUMMARY_VERSION
+from sae_sweeps.summary import CHOICE_KEYS, METRIC_KEYS, OPTIONAL_METRIC_KEYS, SUMMARY_VERSION
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -36,10 +36,14 @@ def run_launch(args: list[str], cwd: Path, cache: Path, check: bool = True, time
     return proc
 
 
-def assert_complete(summary: dict) -> None:
-    """Every field of the summary contract is there, and every measured number is finite."""
+def assert_complete(summary: dict, optional_present: bool = True) -> None:
+    """Every field of the summary contract is there, and every measured number is finite; the optional
+    measurements (sparse probing, which needs labelled data) are all there when `optional_present`, else all None."""
     missing = (set(CHOICE_KEYS) | set(METRIC_KEYS)) - summary.keys()
     assert not missing, f"summary lacks {missing}"
     assert summary["summary_version"] == SUMMARY_VERSION
     for key in METRIC_KEYS:
-        assert isinstance(summary[key], (int, float)) and math.isfinite(summary[key]), key
+        if key in OPTIONAL_METRIC_KEYS and not optional_present:
+            assert summary[key] is None, key
+        else:
+            assert isinstance(summary[key], (int, float)) and math.isfinite(summary[key]), key

@@ -46,8 +46,10 @@ def test_multirun_sweeps_the_sparsity_value_for_every_member(launch, tmp_path):
     eval_cache = tmp_path / "eval_cache"
     launch(["-m", "model=tiny", "sae_arch=topk", "sparsity.k=4,16", "train.tokens=4096",
             "train.batch_size=512", "logger=none", f"paths.eval_cache={eval_cache}"])
-    # The held-out set's clean and zero-ablated passes: computed by the first member, read by the second.
-    assert len(list(eval_cache.iterdir())) == 1
+    # The held-out set's clean and zero-ablated passes and the sparse-probing documents' activations:
+    # computed by the first member, read by the second.
+    kinds = sorted(json.loads((entry / "manifest.json").read_text())["key"]["kind"] for entry in eval_cache.iterdir())
+    assert kinds == ["reference_passes", "sparse_probing_activations"]
     logs = [p.read_text() for p in sorted(tmp_path.glob("multirun/*/*/*/launch.log"))]
     assert ["evaluation cache: computing" in log for log in logs] == [True, False]
     summaries = sorted((json.loads(p.read_text()) for p in tmp_path.glob("multirun/*/*/*/summary.json")),

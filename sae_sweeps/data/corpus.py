@@ -19,7 +19,7 @@ from sae_sweeps.console import cache_build_bar
 from sae_sweeps.data import text
 from sae_sweeps.data.activation_cache import ActivationCache, CachedActivationStream, StreamBudget, cache_key_fields
 from sae_sweeps.data.streams import ActivationStream, ContextSource, TokenStream
-from sae_sweeps.data.tokens import pack_contexts
+from sae_sweeps.data.tokens import first_contexts, pack_contexts
 from sae_sweeps.models import HookPoint, LanguageModel
 
 
@@ -55,6 +55,23 @@ class Corpus:
         return pack_contexts(
             documents, self.model.tokenizer, self.cfg.context_size, self.model.bos_token_id, self.model.eos_token_id
         )
+
+    @property
+    def has_labels(self) -> bool:
+        """Whether its documents carry labels (text.py: topic folders, a `label` field in json records)."""
+        return text.has_labels(self.dataset)
+
+    def labelled_documents(self, held_out: bool) -> Iterator[tuple[str, str]]:
+        """(text, label) of the labelled held-out or training documents, in the order `contexts` reads
+        them; only for a corpus split by document (not `split_by_context`) that has labels."""
+        if self.split_by_context or not self.has_labels:
+            raise ValueError("labelled documents need a corpus with labels that is split by document")
+        return text.labelled_documents(self.dataset, self.cfg.shuffle_seed, held_out, self.cfg.holdout_every)
+
+    def first_contexts(self, documents: Iterable[str]) -> Tensor:
+        """[N, context_size]: each document's first context, BOS first, padded after a short document's
+        end with BOS (a special token, so no metric reads the padding)."""
+        return first_contexts(documents, self.model.tokenizer, self.cfg.context_size, self.model.bos_token_id)
 
     def training_contexts(self) -> ContextSource:
         return partial(self.contexts, held_out=False)

