@@ -33,6 +33,7 @@ LOGIT_LENS_TOKENS = 10
 WINDOW_BEFORE, WINDOW_AFTER = 24, 8  # tokens shown around an example's strongest activation
 HISTOGRAM_BINS = 30
 LM_BATCH_CONTEXTS = 8
+ENCODE_BATCH_ROWS = 4096  # rows per SAE encoding when re-encoding: bounds the [rows, d_sae] intermediate
 
 
 class FeatureReportError(ValueError):
@@ -157,12 +158,21 @@ def check_latents(latents: int | Sequence[int], d_sae: int) -> None:
 
 
 @torch.no_grad()
-def latent_report(run: LoadedRun, measured: ActivationPass, latent: int, seed: int = 0) -> LatentReport:
-    """The page content of one latent, re-encoding the stored activations (no second LM pass)."""
-    activations_NT = torch.zeros(measured.tokens_NT.shape)
+def chosen_activations(run: LoadedRun, measured: ActivationPass, latents: Sequence[int]) -> Tensor:
+    """[N, T, len(latents)]: the chosen latents' activations at every position, from one re-encoding of
+    the stored activations (no second LM pass; 0 at special tokens)."""
+    activations_NTL = torch.zeros(*measured.tokens_NT.shape, len(latents))
     device = next(run.sae.parameters()).device
-    rows = measured.acts_NTD[measured.ordinary_NT].to(device)
-    activations_NT[measured.ordinary_NT] = run.sae.encode(rows)[:, latent].float().cpu()
+    rows_RD = measured.acts_NTD[measured.ordinary_NT]
+    chosen = torch.tensor(list(latents), device=device)
+    activations_NTL[measured.ordinary_NT] = torch.cat(
+        [run.sae.encode(batch_RD.to(device))[:, chosen].float().cpu() for batch_RD in rows_RD.split(ENCODE_BATCH_ROWS)]
+    )
+    return activations_NTL
+
+
+def latent_report(run: LoadedRun, measured: ActivationPass, latent: int, activations_NT: Tensor, seed: int = 0) -> LatentReport:
+    """The page content of one latent, given its activations at every position (`chosen_activations`)."""
     firing = activations_NT[activations_NT > 0]
     counts, edges = histogram(firing)
     strongest = measured.max_activation_NF[:, latent]
@@ -335,7 +345,8 @@ def write_feature_report(
     tokens_NT = held_out_or_training_contexts(run, n_contexts, split)
     measured = activation_pass(run, tokens_NT)
     chosen = latents_across_frequencies(measured.firing_frequency_F, latents) if isinstance(latents, int) else list(latents)
-    reports = [latent_report(run, measured, latent) for latent in chosen]
+    activations_NTL = chosen_activations(run, measured, chosen)
+    reports = [latent_report(run, measured, latent, activations_NTL[..., i]) for i, latent in enumerate(chosen)]
     name = str(run.summary.get("run_dir", run_dir))
     note = f"{len(tokens_NT)} {split.replace('_', '-')} contexts of {tokens_NT.shape[1]} tokens at {run.hook.name}"
     out.mkdir(parents=True, exist_ok=True)

@@ -60,11 +60,14 @@ def test_the_pass_measures_the_firing_the_summary_reports(run_dir: Path, loaded)
     tokens_NT = features.held_out_or_training_contexts(loaded, loaded.config.data.eval_contexts, "held_out")
     measured = features.activation_pass(loaded, tokens_NT)
     assert float(measured.firing_frequency_F.sum()) == pytest.approx(loaded.summary["l0"], rel=1e-5)
-    report = features.latent_report(loaded, measured, int(measured.firing_frequency_F.argmax()))
+    densest = int(measured.firing_frequency_F.argmax())
+    report = features.latent_report(loaded, measured, densest, features.chosen_activations(loaded, measured, [densest])[..., 0])
     peaks = [max(e.activations) for e in report.top_examples]
     assert peaks == sorted(peaks, reverse=True) and peaks[0] == pytest.approx(report.max_activation)
     assert sum(report.histogram_counts) == round(float(measured.firing_frequency_F.max()) * int(measured.ordinary_NT.sum()))
     assert not {e.context for e in report.random_examples} & {e.context for e in report.top_examples}
+    both_NTL = features.chosen_activations(loaded, measured, [3, densest])  # one encoding, columns in the order asked
+    assert torch.equal(both_NTL[..., 1], features.chosen_activations(loaded, measured, [densest])[..., 0])
 
 
 def test_the_logit_lens_ranks_tokens_by_the_decoder_direction_through_the_unembedding(loaded):

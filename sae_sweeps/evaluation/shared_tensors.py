@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from sae_sweeps.data.activation_cache.files import (
-    LOCK, MANIFEST, announce, file_lock, file_sha256, shard_is_valid, write_atomically,
+    LOCK, MANIFEST, announce, file_lock, shard_is_valid, write_atomically, write_hashed_atomically,
 )
 from sae_sweeps.data.activation_cache.key import cache_key
 
@@ -85,10 +85,7 @@ def _write(directory: Path, key_fields: dict[str, Any], names: Sequence[str], te
         path = directory / f"{name}.npy"
         # numpy has no bfloat16; float32 holds a bfloat16 model's activations exactly
         array = (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy()
-        write_atomically(path, lambda f: np.save(f, array))  # straight to the file: no second copy in memory
-        files[name] = {
-            "file": path.name, "dtype": str(tensor.dtype).removeprefix("torch."),
-            "bytes": path.stat().st_size, "sha256": file_sha256(path),
-        }
+        size, sha256 = write_hashed_atomically(path, lambda f: np.save(f, array))  # chunked: no second copy in memory
+        files[name] = {"file": path.name, "dtype": str(tensor.dtype).removeprefix("torch."), "bytes": size, "sha256": sha256}
     # The manifest last: its presence means every file is whole.
     write_atomically(directory / MANIFEST, lambda f: f.write(json.dumps({"key": key_fields, "files": files}, indent=1)), "w")

@@ -7,6 +7,7 @@ import copy
 import json
 import multiprocessing
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -263,3 +264,15 @@ def test_budget_equals_the_contexts_the_live_stream_reads(small_data, tiny_model
     rows = (int((~tiny_model.special_token_mask(c)).sum()) for c in small_data.training_contexts()())
     needed = budget().contexts_needed(rows)
     assert needed is not None and -(-needed // LM_BATCH) * LM_BATCH == sum(chunks)
+
+
+def test_a_hashed_write_returns_the_size_and_sha256_of_the_file_it_wrote(tmp_path: Path):
+    """Invariant: the checksum taken from the bytes as they pass equals the file's own, read back."""
+    import numpy as np
+
+    from sae_sweeps.data.activation_cache.files import file_sha256, write_hashed_atomically
+
+    array = np.random.default_rng(0).random((6000, 800), dtype=np.float32)  # 19 MB: more than one of numpy's 16 MiB write chunks
+    size, sha256 = write_hashed_atomically(tmp_path / "a.npy", lambda f: np.save(f, array))
+    assert (size, sha256) == ((tmp_path / "a.npy").stat().st_size, file_sha256(tmp_path / "a.npy"))
+    assert np.array_equal(np.load(tmp_path / "a.npy"), array)

@@ -28,9 +28,9 @@ from sae_sweeps.data.activation_cache.files import (
     CacheError,
     announce,
     file_lock,
-    file_sha256,
     shard_is_valid,
     write_atomically,
+    write_hashed_atomically,
 )
 from sae_sweeps.data.activation_cache.key import FORMAT_VERSION, cache_key
 from sae_sweeps.data.activation_cache.reader import CacheReader
@@ -270,13 +270,15 @@ class ActivationCache:
         array = acts.contiguous().view(torch.uint16).numpy() if acts.dtype == torch.bfloat16 else acts.numpy()
         name = f"shard_{shard:05d}_{first:08d}_{last - first}.npy"
         path = self.directory / name
-        write_atomically(path, lambda f: np.lib.format.write_array(f, np.ascontiguousarray(array), allow_pickle=False))
+        size, sha256 = write_hashed_atomically(
+            path, lambda f: np.lib.format.write_array(f, np.ascontiguousarray(array), allow_pickle=False)
+        )
         return {
             "file": name,
             "first_context": first,
             "n_contexts": last - first,
             "rows": int(len(acts)),
-            "bytes": path.stat().st_size,
-            "sha256": file_sha256(path),
+            "bytes": size,
+            "sha256": sha256,
             "context_rows": context_rows,
         }

@@ -77,6 +77,32 @@ def shard_is_valid(path: Path, entry: dict[str, Any]) -> bool:
     return _VERIFIED[memo] == entry["sha256"]
 
 
+class _HashingWriter:
+    """A binary file's writer that hashes and counts the bytes passing through it."""
+
+    def __init__(self, f: Any) -> None:
+        self.f, self.digest, self.bytes = f, hashlib.sha256(), 0
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self.digest.update(view)
+        self.bytes += view.nbytes
+        return self.f.write(view)
+
+
+def write_hashed_atomically(path: Path, write: Callable[[Any], None]) -> tuple[int, str]:
+    """`write_atomically` in binary mode, returning the file's size and sha256 from the bytes as they
+    were written: a shard of hundreds of MB is not read back to checksum it, nor held twice in memory."""
+    writers: list[_HashingWriter] = []
+
+    def hashed(f: Any) -> None:
+        writers.append(_HashingWriter(f))
+        write(writers[0])
+
+    write_atomically(path, hashed)
+    return writers[0].bytes, writers[0].digest.hexdigest()
+
+
 def write_atomically(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
     """Write through `write(file)` to a temporary name, fsync, rename over `path`, fsync the folder:
     a reader sees the old file or the whole new one, never a part."""
