@@ -94,6 +94,11 @@ class JumpReLUSAE(SparseAutoencoder):
     saelens_architecture: ClassVar[str] = "jumprelu"
     default_adam_betas: ClassVar[tuple[float, float]] = (0.0, 0.999)
     activation_unit_params: ClassVar[tuple[str, ...]] = ("b_enc", "b_dec", "threshold")
+    threshold_lr_reference_width: ClassVar[int] = 576
+    """The input width at which thresholds train at exactly `threshold_lr_scale` x lr (the default
+    model's, where the recipe was calibrated); at width d_in the multiple is scaled by
+    sqrt(576 / d_in), so that thresholds move the same distance per step relative to the
+    pre-activations, whose scale at E||x||^2 = 1 falls as 1/sqrt(d_in)."""
 
     def __init__(
         self,
@@ -160,9 +165,12 @@ class JumpReLUSAE(SparseAutoencoder):
         return self.target_weight * self.target_l0 * ((relative_error.pow(2) + s * s).sqrt() - s)
 
     def learning_rate_scales(self) -> dict[str, float]:
-        # Adam moves a raw threshold by ~lr per step whatever its gradient, so a short run cannot
-        # raise thresholds far enough to reach a low L0 (~100 steps at 1e-3 move them ~0.05).
-        return {"threshold": self.threshold_lr_scale}
+        # Adam moves a raw threshold by at most ~lr per step whatever its gradient, so a short run
+        # cannot raise thresholds far enough to reach a low L0 (~100 steps at 1e-3 move them ~0.05,
+        # less once Adam's second moment remembers the large gradients of the dense start). How far
+        # they must go is set by the pre-activations, whose scale with E||x||^2 = 1 is
+        # ~sqrt(E||x - mean||^2 / d_in): a threshold step in those units is lr * sqrt(d_in) (docs/method.md#jumprelu).
+        return {"threshold": self.threshold_lr_scale * (self.threshold_lr_reference_width / self.d_in) ** 0.5}
 
     @torch.no_grad()
     def normalize_decoder(self) -> None:

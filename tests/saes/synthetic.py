@@ -158,7 +158,7 @@ def train(
 ) -> list[float]:
     """Train `sae` the way SAETrainingModule does (LocalLoss, Adam with the architecture's betas,
     lr warm-up, constant, cosine decay over the final `lr_decay_fraction`, sparsity warm-up, gradient clip 10, the decoder-norm maintenance
-    calls, dead-latent bookkeeping); returns the training L0 of every step. `coefficient=None`:
+    calls, dead-latent bookkeeping, the SAE's learning-rate multiples); returns the training L0 of every step. `coefficient=None`:
     the SAE's own `sae.sparsity` sets it (and sees every step's L0), as in a run."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed + 1)
@@ -174,7 +174,13 @@ def train(
         sparsity_warmup_steps=int(warmup_fraction * steps),
         lr_decay_steps=round(lr_decay_fraction * steps),
     )
-    optimizer = torch.optim.Adam(sae.parameters(), lr=lr, betas=sae.default_adam_betas)
+    # one Adam group per learning-rate multiple the SAE asks for, as SAETrainingModule.parameter_groups
+    scales = sae.learning_rate_scales()
+    groups: dict[float, list[torch.nn.Parameter]] = {}
+    for name, parameter in sae.named_parameters():
+        groups.setdefault(scales.get(name, 1.0), []).append(parameter)
+    param_groups = [{"params": params, "lr": lr * scale} for scale, params in groups.items()]
+    optimizer = torch.optim.Adam(param_groups, lr=lr, betas=sae.default_adam_betas)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.lr_factor)
     tokens_since_fired_F = torch.zeros(sae.d_sae, dtype=torch.long)
     l0s = []

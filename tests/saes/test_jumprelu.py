@@ -135,7 +135,9 @@ def test_thresholds_are_raw_parameters_clamped_at_zero_after_a_step():
 
 
 def test_threshold_lr_scale_gives_thresholds_their_own_adam_learning_rate():
-    """Adam moves each parameter by ~its lr per step: thresholds at 10x lr move 10x as far."""
+    """Adam moves each parameter by ~its lr per step: thresholds at 10x lr move 10x as far. The
+    multiple applies at the reference width (576); at width d_in it is scaled by sqrt(576 / d_in),
+    the ratio of the pre-activations' scales at E||x||^2 = 1."""
     from sae_sweeps.losses.local import LocalLoss
     from sae_sweeps.training.module import SAETrainingModule
     from sae_sweeps.training.schedules import Schedule
@@ -147,12 +149,14 @@ def test_threshold_lr_scale_gives_thresholds_their_own_adam_learning_rate():
                                input_scale=1.0, dead_window_tokens=100)
     optimizer = module.configure_optimizers()["optimizer"]
     lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
-    assert lr_of[id(sae.threshold)] == pytest.approx(1e-2)
+    assert lr_of[id(sae.threshold)] == pytest.approx(1e-2 * (576 / 8) ** 0.5)
     assert all(lr_of[id(p)] == pytest.approx(1e-3) for n, p in sae.named_parameters() if n != "threshold")
-    # an SAE that asks for nothing special keeps a single group, as before
-    plain = SAETrainingModule(JumpReLUSAE(8, 16), LocalLoss(), schedule, lr=1e-3, adam_betas=(0.0, 0.999),
+    # at the reference width with multiple 1 the SAE asks for nothing special: a single group, as before
+    plain = SAETrainingModule(JumpReLUSAE(576, 16), LocalLoss(), schedule, lr=1e-3, adam_betas=(0.0, 0.999),
                               input_scale=1.0, dead_window_tokens=100)
     assert len(plain.configure_optimizers()["optimizer"].param_groups) == 1
+    # four times the width, half the pre-activation scale: half the threshold step
+    assert JumpReLUSAE(4 * 576, 16).learning_rate_scales()["threshold"] == pytest.approx(0.5)
 
 
 def test_with_a_target_the_thresholds_start_where_the_sample_has_l0_equal_to_the_target():

@@ -28,6 +28,9 @@ STEPS, BATCH, LR = 800, 256, 1e-2
 # recipe's 0.001 suits E||x||^2 = 1 at LM widths (a direction's share of x ~ 1/sqrt(d), d in the
 # thousands); at d = 32 the same relative bandwidth is ~0.01.
 BANDWIDTH = 0.01
+# These tests train at 10x a run's learning rate (LR): thresholds keep that rate as it is instead
+# of the sqrt(576 / d_in) = 4.2x that JumpReLU gives them at this width for a run's 1e-3.
+THRESHOLD_LR_SCALE = (D / JumpReLUSAE.threshold_lr_reference_width) ** 0.5
 
 # (builder, sparsity coefficient) per architecture, at a setting that recovers the features.
 # Matryoshka's proper prefix (96 latents) exceeds the 64 true features: a smaller prefix must
@@ -36,7 +39,7 @@ ARCHITECTURES: dict[str, tuple[Callable[[], SparseAutoencoder], float]] = {
     "relu": (lambda: ReLUSAE(D, D_SAE), 0.5),
     "topk": (lambda: TopKSAE(D, D_SAE, k=K), 0.0),
     "batchtopk": (lambda: BatchTopKSAE(D, D_SAE, k=K), 0.0),
-    "jumprelu": (lambda: JumpReLUSAE(D, D_SAE, bandwidth=BANDWIDTH), 0.03),
+    "jumprelu": (lambda: JumpReLUSAE(D, D_SAE, bandwidth=BANDWIDTH, threshold_lr_scale=THRESHOLD_LR_SCALE), 0.03),
     "gated": (lambda: GatedSAE(D, D_SAE), 0.5),
     "matryoshka": (lambda: MatryoshkaSAE(D, D_SAE, k=K, prefix_sizes=[96]), 0.0),
 }
@@ -58,7 +61,8 @@ def trained(
     if target_l0 is None:
         sae = ARCHITECTURES[name][0]()
     else:
-        sae = JumpReLUSAE(D, D_SAE, bandwidth=BANDWIDTH, target_l0=target_l0)  # default target_weight
+        # default target_weight
+        sae = JumpReLUSAE(D, D_SAE, bandwidth=BANDWIDTH, target_l0=target_l0, threshold_lr_scale=THRESHOLD_LR_SCALE)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny matrices: threads only add overhead (and change rounding)
     try:
@@ -110,3 +114,27 @@ def test_batchtopk_trains_at_exactly_k_per_token_and_evaluates_near_k():
         one_by_one = torch.cat([sae(row[None]).latents_BF for row in x])
     assert torch.equal(together != 0, one_by_one != 0)
     assert torch.allclose(together, one_by_one, atol=1e-6)
+
+
+def test_jumprelu_with_the_recipe_lands_within_ten_percent_of_a_low_target_in_a_short_run():
+    """Property: JumpReLU with the recipe's settings (conf/sae_arch/jumprelu.yaml: encoder at 0.1 x
+    W_dec^T, target_weight 30, coefficient 0.003, thresholds started at the sample's L0 = T quantile), at a
+    run's learning rate (1e-3) and a short budget (300 steps), lands within 10% of a target far
+    below its dense start. The thresholds must climb several times their starting value while the
+    encoder grows; before their learning rate was scaled with the input width (d_in = 32 here) they
+    climbed too slowly and this landed at +46% (the tiny model at T = 16: +22%)."""
+    from sae_sweeps.saes.sparsity import TargetPenalty
+
+    target = 4.0
+    torch.manual_seed(0)
+    sae = JumpReLUSAE(D, D_SAE, bandwidth=BANDWIDTH, target_l0=target, target_weight=30.0)
+    sae.sparsity = TargetPenalty(0.003, target)
+    sae.scale_encoder(0.1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(sae, data(), coefficient=None, steps=300, batch_size=BATCH, lr=1e-3)
+    finally:
+        torch.set_num_threads(threads)
+    l0 = evaluate(sae, data())["l0"]
+    assert abs(l0 / target - 1) < 0.1, f"target {target}: held-out L0 {l0:.2f}"
