@@ -108,7 +108,7 @@ def activation_pass(run: LoadedRun, tokens_NT: Tensor) -> ActivationPass:
     batches = range(0, len(tokens_NT), LM_BATCH_CONTEXTS)
     for start in tqdm(batches, desc="feature pass", unit="batch", dynamic_ncols=True):
         tokens_BT = tokens_NT[start : start + LM_BATCH_CONTEXTS].to(run.model.device)
-        acts_BTD = run.model.activations_at(tokens_BT, run.hook).float().cpu()
+        acts_BTD = run.model.activations_at(tokens_BT, run.hook.read_point).float().cpu()  # what the SAE encodes
         latents_BTF = encode_ordinary(run, acts_BTD, ordinary_NT[start : start + LM_BATCH_CONTEXTS])
         acts.append(acts_BTD)
         maxima.append(latents_BTF.amax(dim=1))

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.errors import AnalysisError
-from analysis.groups import GROUP_COLUMN, SITE_COLUMNS, GroupKeys, parse_group_keys, with_group_columns
+from analysis.groups import GROUP_COLUMN, SITE_COLUMNS, GroupKeys, group_keys_for, with_group_columns
 from analysis.metrics import absence_reasons, get_metric
 from analysis.runs import completed_runs
 
@@ -55,7 +55,7 @@ def frontiers_by_group(
     each axis metric that has one (NaN for runs written before standard errors existed), sparsity_value, run,
     location.
     """
-    keys = parse_group_keys(group)
+    keys = group_keys_for(runs, group)
     points = with_group_columns(plottable_runs(runs, x, y), keys)
     axes = [column for metric in (x, y) for column in (metric, get_metric(metric, "axis").se) if column]
     columns = list(dict.fromkeys((*SITE_COLUMNS, *keys, GROUP_COLUMN, *axes, *FRONTIER_EXTRA_COLUMNS)))

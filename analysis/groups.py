@@ -25,6 +25,15 @@ def parse_group_keys(group: GroupKeys) -> tuple[str, ...]:
     return keys
 
 
+def group_keys_for(runs: pd.DataFrame, group: GroupKeys) -> tuple[str, ...]:
+    """`parse_group_keys`, plus `kind` when the runs mix SAEs and transcoders: the two are compared on one
+    figure where they write the same hook, but never pooled into one frontier."""
+    keys = parse_group_keys(group)
+    if "kind" not in keys and "kind" in runs.columns and runs["kind"].nunique(dropna=True) > 1:
+        keys = (*keys, "kind")
+    return keys
+
+
 def key_values(runs: pd.DataFrame, key: str) -> pd.Series:
     """The value of `key` for each run.
 

@@ -13,7 +13,7 @@ from analysis.budget import budget_messages
 from analysis.compare import comparison_blocks, comparison_footer, compare_frontiers, default_comparison_points
 from analysis.errors import AnalysisError
 from analysis.frontier import frontiers_by_group, plottable_runs
-from analysis.groups import GROUP_COLUMN, SITE_COLUMNS, GroupKeys, parse_group_keys, site_label, with_group_columns
+from analysis.groups import GROUP_COLUMN, SITE_COLUMNS, GroupKeys, group_keys_for, site_label, with_group_columns
 from analysis.metrics import absence_reasons
 from analysis.plots import frontier_figure, group_colors, save_figure, write_html_figure
 from analysis.runs import Source, load_runs
@@ -67,7 +67,7 @@ def analyze(
     """
     # A fresh index: rows are matched by index below, and a caller's concatenated tables may repeat labels.
     runs = (sources if isinstance(sources, pd.DataFrame) else load_runs(sources)).reset_index(drop=True)
-    keys = parse_group_keys(group)
+    keys = group_keys_for(runs, group)
     plottable = plottable_runs(runs, x, y)
     labelled = with_group_columns(runs, keys)
     points = labelled.loc[plottable.index]

@@ -20,15 +20,17 @@ RUN_COLUMNS = RUN_INFO_COLUMNS + SUMMARY_COLUMNS + (CONFIG_COLUMN,)
 
 TEXT_COLUMNS = frozenset(RUN_INFO_COLUMNS) | TEXT_KEYS
 INTEGER_COLUMNS = INTEGER_KEYS
-# Where the resolved config keeps what a summary repeats as flat keys: runs without a summary still say what they were.
+# Where the resolved config keeps what a summary repeats as flat keys: runs without a summary still say what they
+# were. The first path the config has wins: a transcoder's `hook` is the output it writes.
 CONFIG_PATHS_OF_COLUMNS = {
-    "model": ("model", "name"),
-    "hook": ("hook", "name"),
-    "hook_layer": ("hook", "layer"),
-    "sae_arch": ("sae_arch", "name"),
-    "loss": ("loss", "name"),
-    "seed": ("train", "seed"),
-    "sweep_id": ("sweep_id",),
+    "model": [("model", "name")],
+    "hook": [("hook", "output"), ("hook", "name")],
+    "hook_input": [("hook", "name")],
+    "hook_layer": [("hook", "layer")],
+    "sae_arch": [("sae_arch", "name")],
+    "loss": [("loss", "name")],
+    "seed": [("train", "seed")],
+    "sweep_id": [("sweep_id",)],
 }
 MISSING = object()
 
@@ -47,11 +49,21 @@ def run_row(
     """One row of the runs table; `summary` holds the flat summary keys (empty unless the run completed)."""
     row = {"source": source, "run": run, "location": location, "status": status, "error": error, "overrides": overrides}
     row.update({key: summary.get(key) for key in SUMMARY_COLUMNS})
-    for column, path in CONFIG_PATHS_OF_COLUMNS.items():
-        if row[column] is None and (value := config_value(config, path)) is not MISSING:
-            row[column] = value
+    for column, paths in CONFIG_PATHS_OF_COLUMNS.items():
+        values = [value for path in paths if (value := config_value(config, path)) not in (MISSING, None)]
+        if row[column] is None and values:
+            row[column] = values[0]
+    if row["kind"] is None:  # a run without a summary, or one written before transcoders (summary_version < 5)
+        row["kind"] = kind_from_config(config)
     row[CONFIG_COLUMN] = config
     return row
+
+
+def kind_from_config(config: dict[str, Any]) -> str:
+    """`sae`, `transcoder` or `skip_transcoder`, as summary.json's `kind` says it, from a run's config."""
+    if config_value(config, ("hook", "output")) in (MISSING, None):
+        return "sae"
+    return "skip_transcoder" if config_value(config, ("hook", "skip")) is True else "transcoder"
 
 
 def config_value(config: Any, path: Sequence[str]) -> Any:

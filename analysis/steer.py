@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from sae_sweeps.loaded_run import LoadedRun, finished_run_summary, load_run
+from sae_sweeps.models import HookPoint
 
 DEFAULT_ALPHA = 0.3
 DEFAULT_PROMPT = "In the news today,"
@@ -48,8 +49,8 @@ class SteeringResult:
 
 
 def median_activation_norm(run: LoadedRun) -> float:
-    """The typical ||x|| at the hook: the unit alpha is measured in."""
-    return float(run.data.sample_activations(run.hook).norm(dim=-1).median())
+    """The typical ||x|| at the hook the SAE writes (a transcoder's output hook): the unit alpha is measured in."""
+    return float(run.data.sample_activations(HookPoint.parse(run.hook.writes)).norm(dim=-1).median())
 
 
 def steering_vector(run: LoadedRun, latent: int, alpha: float) -> Tensor:
@@ -66,7 +67,7 @@ def generate(run: LoadedRun, prompt: str, vector_D: Tensor | None, new_tokens: i
     tokens = [model.bos_token_id, *model.tokenizer.encode(prompt, add_special_tokens=False)]
     prompt_length = len(tokens)
     generator = torch.Generator().manual_seed(seed)
-    hooks = [] if vector_D is None else [(run.hook.name, lambda act, hook: act + vector_D.to(act.device, act.dtype))]
+    hooks = [] if vector_D is None else [(run.hook.writes, lambda act, hook: act + vector_D.to(act.device, act.dtype))]
     for _ in range(new_tokens):
         tokens_1T = torch.tensor([tokens], device=model.device)
         logits_V = model.bridge.run_with_hooks(tokens_1T, fwd_hooks=hooks)[0, -1].float().cpu()

@@ -18,7 +18,7 @@ GLOBAL_PACKAGE = "# @package _global_"
 # Shown in this order; a group added to conf/ later is listed after them.
 GROUP_PURPOSES = {
     "model": "the frozen language model",
-    "hook": "where the SAE reads activations (hook.layer=N moves it)",
+    "hook": "where the SAE reads (and a transcoder writes) activations (hook.layer=N moves it; hook=transcoder, hook.skip=true)",
     "sae_arch": "the SAE architecture (sae_arch.expansion_factor, sae_arch.d_sae)",
     "loss": "local reconstruction, or end-to-end KL (+ downstream MSE)",
     "sparsity": "sparsity.k, sparsity.coefficient, sparsity.target_l0",

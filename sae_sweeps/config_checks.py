@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from sae_sweeps.cli_help import unknown_key_message, unknown_option_message
 from sae_sweeps.data.text import TextSourceError, check_text_source
 from sae_sweeps.models.hook_point import HookError, HookPoint
-from sae_sweeps.run_config import dictionary_size, preset_width
+from sae_sweeps.run_config import dictionary_size, hook_point, preset_widths
 
 
 class ConfigError(ValueError):
@@ -37,7 +37,7 @@ def check_config(cfg: DictConfig) -> None:
         _require(isinstance(cfg.get(key, False), bool), key, cfg.get(key), "must be true or false")
     hook = _check_hook(cfg)
     _check_number(cfg, "sae_arch.expansion_factor", minimum=0, strict=True, optional=cfg.sae_arch.d_sae is not None)
-    d_sae = dictionary_size(cfg, preset_width(cfg, hook))
+    d_sae = dictionary_size(cfg, preset_widths(cfg, hook)[0])
     _require(d_sae >= 1, "sae_arch.d_sae", d_sae, "must be at least 1")
     _check_number(cfg, "sae_arch.encoder_init_scale", minimum=0, strict=True)
     _check_number(cfg, "sparsity.coefficient", minimum=0)
@@ -59,10 +59,14 @@ def _check_hook(cfg: DictConfig) -> HookPoint:
         _require(isinstance(layer, int) and 0 <= layer < n_layers, "hook.layer", layer,
                  f"is out of range: {cfg.model.name} has layers 0..{n_layers - 1}")
     try:
-        hook = HookPoint.parse(cfg.hook.name)
+        hook = hook_point(cfg)
         hook.check_layer(n_layers)
     except HookError as err:
         raise ConfigError(str(err)) from None
+    skip = cfg.hook.get("skip", False)
+    _require(isinstance(skip, bool), "hook.skip", skip, "must be true or false")
+    _require(not skip or hook.is_transcoder, "hook.skip", skip,
+             "needs a transcoder: a skip path maps hook.name to hook.output (use hook=transcoder)")
     return hook
 
 

@@ -22,8 +22,11 @@ from sae_sweeps.evaluation.evaluator import Evaluator
 from sae_sweeps.evaluation.reference_passes import cached_reference_passes, compute_reference_passes, reference_passes_key
 from sae_sweeps.evaluation.sparse_probing import ProbingUnavailable, SparseProber, sparse_prober
 from sae_sweeps.losses import SAELoss
+from sae_sweeps.losses.base import input_and_target
 from sae_sweeps.models import HookError, HookPoint, LanguageModel
-from sae_sweeps.run_config import activation_cache_root, dead_window_tokens, eval_cache_root, dictionary_size, every_n_steps, preset_width
+from sae_sweeps.run_config import (
+    activation_cache_root, dead_window_tokens, dictionary_size, eval_cache_root, every_n_steps, hook_point, preset_widths,
+)
 from sae_sweeps.run_directory import CHECKPOINT_FINGERPRINT_KEY, config_fingerprint, write_json_atomically
 from sae_sweeps.run_logging import log_evaluation, log_summary_to_wandb
 from sae_sweeps.saes import SparseAutoencoder
@@ -48,16 +51,16 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     model, hook = load_model(cfg)
     data = Corpus(cfg.data, model, activation_cache_root(cfg), cfg.model.get("hf_name"))
     loss = build_loss(cfg, model, hook)
-    n_steps = data.steps_for_budget(loss.input_kind, cfg.train.tokens, cfg.train.batch_size)
+    n_steps = loss.steps_for_budget(data, cfg.train.tokens, cfg.train.batch_size)
     schedule = build_schedule(cfg, n_steps)
-    sae, input_scale = build_sae(cfg, model, hook, data, schedule)
+    sae, scales = build_sae(cfg, model, hook, data, schedule)
     evaluator, periodic = build_evaluators(cfg, model, hook, data)
-    prober = build_sparse_prober(cfg, hook, data)
-    module = build_module(cfg, sae, loss, input_scale, schedule)
+    prober = build_sparse_prober(cfg, hook.read_point, data)  # probes what the SAE reads
+    module = build_module(cfg, sae, loss, scales, schedule)
     trainer = build_trainer(cfg, run_dir, run_name(cfg, sae), n_steps, periodic)
     resume_from = resumable_checkpoint(run_dir)  # (checkpoint, its step): a requeued or preempted run
     start_step = resume_from[1] if resume_from else 0
-    stream = data.training_stream(loss.input_kind, hook, cfg.train.batch_size, cfg.train.seed, n_steps, start_step)
+    stream = loss.training_stream(data, hook, cfg.train.batch_size, cfg.train.seed, n_steps, start_step)
     fit(trainer, module, stream, run_dir, resume_from)
     if not trainer.is_global_zero:
         return {}  # all ranks hold the same SAE; one evaluates and writes
@@ -67,12 +70,12 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 def load_model(cfg: DictConfig) -> tuple[LanguageModel, HookPoint]:
     """The frozen LM on this run's device, and the hook point checked against it."""
     model: LanguageModel = hydra.utils.instantiate(cfg.model.loader)
-    hook = HookPoint.parse(cfg.hook.name)
+    hook = hook_point(cfg)
     model.check_hook(hook)
     model.to(device_for(cfg))
-    width = model.activation_width(hook)
-    if width != preset_width(cfg, hook):
-        raise HookError(f"model preset {cfg.model.name}: says width {preset_width(cfg, hook)} but {hook.name} has {width}")
+    widths, preset = model.io_widths(hook), preset_widths(cfg, hook)
+    if widths != preset:
+        raise HookError(f"model preset {cfg.model.name}: says widths (in, out) {preset} but {hook.key} has {widths}")
     return model, hook
 
 
@@ -84,20 +87,26 @@ def build_loss(cfg: DictConfig, model: LanguageModel, hook: HookPoint) -> SAELos
 
 def build_sae(
     cfg: DictConfig, model: LanguageModel, hook: HookPoint, data: Corpus, schedule: Schedule
-) -> tuple[SparseAutoencoder, float]:
-    """The SAE at its initialisation (with what sets its L0), and the input scale that makes E||s x||^2 = train.input_mean_squared_norm."""
+) -> tuple[SparseAutoencoder, tuple[float, float]]:
+    """The SAE (a transcoder when the hook has an output, with a skip path with `hook.skip`) at its
+    initialisation, with what sets its L0; and the scales (input, output) that make E||s x||^2 =
+    train.input_mean_squared_norm for what it reads and for what it reconstructs (equal for an SAE)."""
     # Seed right before the first random draw, so that nothing before it (a model built on first
     # use rather than loaded from cache, say) changes the run.
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
-    d_in = model.activation_width(hook)
-    sae = instantiate_sae(cfg, d_in, dictionary_size(cfg, d_in), schedule.total_steps, schedule.sparsity_warmup_steps)
+    d_in, d_out = model.io_widths(hook)
+    sae = instantiate_sae(
+        cfg, d_in, dictionary_size(cfg, d_in), schedule.total_steps, schedule.sparsity_warmup_steps,
+        d_out if hook.is_transcoder else None, bool(cfg.hook.get("skip", False)),
+    )
     sae.scale_encoder(cfg.sae_arch.encoder_init_scale)
-    sample_ND = data.sample_activations(hook)
-    input_scale = input_scale_for(sample_ND, cfg.train.input_mean_squared_norm)
+    x_ND, target_ND = input_and_target(sae, data.sample_activations(hook))
+    input_scale = input_scale_for(x_ND, cfg.train.input_mean_squared_norm)
+    output_scale = input_scale_for(target_ND, cfg.train.input_mean_squared_norm) if sae.is_transcoder else input_scale
     if cfg.sae_arch.init_b_dec == "mean":
-        sae.initialize_decoder_bias(sample_ND * input_scale)
-    sae.initialize_from_sample(sample_ND * input_scale)
-    return sae, input_scale
+        sae.initialize_decoder_bias(target_ND * output_scale)
+    sae.initialize_from_sample(x_ND * input_scale)
+    return sae, (input_scale, output_scale)
 
 
 def build_evaluators(cfg: DictConfig, model: LanguageModel, hook: HookPoint, data: Corpus) -> tuple[Evaluator, Evaluator]:
@@ -144,7 +153,10 @@ def build_schedule(cfg: DictConfig, n_steps: int) -> Schedule:
     )
 
 
-def build_module(cfg: DictConfig, sae: SparseAutoencoder, loss: SAELoss, input_scale: float, schedule: Schedule) -> SAETrainingModule:
+def build_module(
+    cfg: DictConfig, sae: SparseAutoencoder, loss: SAELoss, scales: tuple[float, float], schedule: Schedule
+) -> SAETrainingModule:
+    input_scale, output_scale = scales
     return SAETrainingModule(
         sae=sae,
         loss=loss,
@@ -153,12 +165,14 @@ def build_module(cfg: DictConfig, sae: SparseAutoencoder, loss: SAELoss, input_s
         adam_betas=tuple(cfg.train.adam_betas or sae.default_adam_betas),
         input_scale=input_scale,
         dead_window_tokens=dead_window_tokens(cfg),
+        output_scale=output_scale,
     )
 
 
 def run_name(cfg: DictConfig, sae: SparseAutoencoder) -> str:
     knob, value = sae.sparsity.setting()
-    return f"{cfg.sae_arch.name}-{cfg.loss.name}-{cfg.hook.name}-{knob}{value:g}"
+    kind = "" if not sae.is_transcoder else f"-{sae_kind(sae)}"
+    return f"{cfg.sae_arch.name}{kind}-{cfg.loss.name}-{cfg.hook.name}-{knob}{value:g}"
 
 
 class FingerprintInCheckpoints(L.Callback):
@@ -230,14 +244,14 @@ def evaluate_and_save(
     """The final held-out evaluation and sparse probing, the saved SAE and summary.json (the summary is
     written last: its presence means the run is complete)."""
     sae = module.sae
-    final = evaluator.evaluate(sae, module.input_scale)
+    final = evaluator.evaluate(sae, module.input_scale, module.output_scale)
     probing = SparseProbingScores.absent()
     if prober is not None:
         result = prober.score(sae, module.input_scale)
         log.info("%s", result.summary_line())
         probing = result.scores()
     summary = run_summary(cfg, run_dir, module, final, probing, hook).to_json()
-    save_sae(sae, run_dir / "sae", module.input_scale, saelens_metadata(cfg, hook))
+    save_sae(sae, run_dir / "sae", module.input_scale, saelens_metadata(cfg, hook), module.output_scale)
     write_json_atomically(run_dir / SUMMARY_FILENAME, summary)
     final_scalars = final.scalars() | {"dead_fraction": summary["dead_fraction"]}
     log_evaluation(trainer.loggers, final_scalars, final.feature_density_histogram, summary["tokens_trained"], trainer.global_step)
@@ -256,8 +270,10 @@ def run_summary(
     return RunSummary(
         choices=RunChoices(
             model=cfg.model.name,
-            hook=hook.name,
-            hook_layer=hook.layer,
+            hook=hook.writes,
+            hook_layer=hook.output_layer,
+            hook_input=hook.name,
+            kind=sae_kind(sae),
             sae_arch=cfg.sae_arch.name,
             loss=cfg.loss.name,
             sparsity_knob=knob,
@@ -287,11 +303,17 @@ def run_summary(
     )
 
 
+def sae_kind(sae: SparseAutoencoder) -> str:
+    """`sae`, `transcoder` or `skip_transcoder` (summary.json's `kind`)."""
+    return "sae" if not sae.is_transcoder else "skip_transcoder" if sae.W_skip is not None else "transcoder"
+
+
 def saelens_metadata(cfg: DictConfig, hook: HookPoint) -> dict[str, Any]:
     return {
         "model_name": cfg.model.get("hf_name") or cfg.model.name,
         "hook_name": hook.name,
         "hook_layer": hook.layer,
+        **({"hook_name_out": hook.output, "hook_layer_out": hook.output_layer} if hook.is_transcoder else {}),
         "context_size": cfg.data.context_size,
         "prepend_bos": True,
         "exclude_special_tokens": True,

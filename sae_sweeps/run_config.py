@@ -15,10 +15,21 @@ def dictionary_size(cfg: DictConfig, d_in: int) -> int:
     return int(cfg.sae_arch.d_sae) if cfg.sae_arch.d_sae else int(cfg.sae_arch.expansion_factor * d_in)
 
 
-def preset_width(cfg: DictConfig, hook: HookPoint) -> int:
-    """The activation width at a hook according to the model preset (checked once the model loads)."""
-    inside_mlp = ".mlp.hook_" in hook.name
-    return int(cfg.model.d_mlp if inside_mlp else cfg.model.d_model)
+def preset_width(cfg: DictConfig, hook_name: str) -> int:
+    """The activation width at a hook name according to the model preset (checked once the model loads):
+    d_mlp for the MLP's hidden layer (mlp.hook_pre, mlp.hook_post), d_model elsewhere."""
+    hidden = hook_name.endswith((".mlp.hook_pre", ".mlp.hook_post"))
+    return int(cfg.model.d_mlp if hidden else cfg.model.d_model)
+
+
+def preset_widths(cfg: DictConfig, hook: HookPoint) -> tuple[int, int]:
+    """(d_in, d_out) at a hook point according to the model preset; d_out = d_in for an SAE."""
+    return preset_width(cfg, hook.name), preset_width(cfg, hook.writes)
+
+
+def hook_point(cfg: DictConfig) -> HookPoint:
+    """The run's hook point: `hook.name`, and for a transcoder `hook.output` (HookError naming the key)."""
+    return HookPoint.parse(cfg.hook.name, cfg.hook.get("output"))
 
 
 def dead_window_tokens(cfg: DictConfig) -> int:

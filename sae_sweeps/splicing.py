@@ -1,5 +1,5 @@
 """Running an SAE inside the language model: its reconstruction replaces the activation at the
-hook point on ordinary tokens, while BOS/EOS/padding keep their original activations; and the
+hook point (a transcoder's output hook) on ordinary tokens, while BOS/EOS/padding keep their original activations; and the
 next-token quantities that compare the spliced LM with the clean one. The evaluator and the e2e
 losses both build on these (docs/method.md#losses, docs/method.md#metrics)."""
 
@@ -10,6 +10,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from sae_sweeps.models import HookPoint
 from sae_sweeps.saes import SAEOutput, SparseAutoencoder
 
 
@@ -17,31 +18,60 @@ class Splice(NamedTuple):
     """The SAE applied to the ordinary-token activations of one batch of contexts."""
 
     spliced_BTD: Tensor
-    """The hook's activation with the SAE reconstruction written in at ordinary tokens."""
+    """The written hook's activation with the SAE's output in place at ordinary tokens."""
     sae_input_ND: Tensor
     """The (scaled) activations the SAE saw: one row per ordinary token."""
+    target_ND: Tensor
+    """What the SAE reconstructs, scaled: its input for an SAE, the (output-scaled) output activation for a transcoder."""
     output: SAEOutput
     """The SAE's output on those rows, in scaled units."""
 
 
-def splice_sae(sae: SparseAutoencoder, acts_BTD: Tensor, ordinary_BT: Tensor, input_scale: float) -> Splice:
-    """Reconstruct the ordinary tokens' activations; the SAE works on `input_scale * x`."""
-    sae_input_ND = acts_BTD[ordinary_BT] * input_scale
+def splice_sae(
+    sae: SparseAutoencoder, input_BTD: Tensor, ordinary_BT: Tensor, input_scale: float,
+    output_BTD: Tensor | None = None, output_scale: float | None = None,
+) -> Splice:
+    """Replace the ordinary tokens' activations at the written hook by the SAE's output on those at the read
+    hook (one and the same for an SAE: `output_BTD` None); the SAE works on `input_scale * x` and predicts
+    `output_scale * y` (`output_scale` None: the input's scale)."""
+    output_scale = input_scale if output_scale is None else output_scale
+    sae_input_ND = input_BTD[ordinary_BT] * input_scale
+    written_BTD = input_BTD if output_BTD is None else output_BTD
+    target_ND = sae_input_ND if output_BTD is None else written_BTD[ordinary_BT] * output_scale
     output = sae(sae_input_ND)
-    spliced_BTD = acts_BTD.clone()
-    spliced_BTD[ordinary_BT] = output.reconstruction_BD.to(acts_BTD.dtype) / input_scale
-    return Splice(spliced_BTD, sae_input_ND, output)
+    spliced_BTD = written_BTD.clone()
+    spliced_BTD[ordinary_BT] = output.reconstruction_BD.to(written_BTD.dtype) / output_scale
+    return Splice(spliced_BTD, sae_input_ND, target_ND, output)
 
 
 class SpliceHook:
-    """A transformer_lens forward hook that splices the SAE in and keeps the `Splice` it made."""
+    """The transformer_lens forward hooks that splice an SAE (or transcoder) in at `hook`, keeping the
+    `Splice` they made: one hook that reads and replaces for an SAE; for a transcoder one that keeps its
+    input and one that replaces its output."""
 
-    def __init__(self, sae: SparseAutoencoder, ordinary_BT: Tensor, input_scale: float) -> None:
-        self.sae, self.ordinary_BT, self.input_scale = sae, ordinary_BT, input_scale
+    def __init__(
+        self, sae: SparseAutoencoder, hook: HookPoint, ordinary_BT: Tensor, input_scale: float, output_scale: float | None = None
+    ) -> None:
+        self.sae, self.hook, self.ordinary_BT = sae, hook, ordinary_BT
+        self.input_scale, self.output_scale = input_scale, output_scale
+        self._input_BTD: Tensor | None = None
         self._splice: Splice | None = None
 
-    def __call__(self, acts_BTD: Tensor, hook: object) -> Tensor:
-        self._splice = splice_sae(self.sae, acts_BTD, self.ordinary_BT, self.input_scale)
+    def hooks(self) -> list[tuple[str, object]]:
+        if self.hook.output is None:
+            return [(self.hook.name, self._replace)]
+        return [(self.hook.name, self._keep_input), (self.hook.output, self._replace)]
+
+    def _keep_input(self, acts_BTD: Tensor, hook: object) -> None:
+        self._input_BTD = acts_BTD
+
+    def _replace(self, acts_BTD: Tensor, hook: object) -> Tensor:
+        if self.hook.output is None:
+            self._splice = splice_sae(self.sae, acts_BTD, self.ordinary_BT, self.input_scale)
+        else:
+            if self._input_BTD is None:
+                raise RuntimeError(f"{self.hook.output} fired before the transcoder's input {self.hook.name}")
+            self._splice = splice_sae(self.sae, self._input_BTD, self.ordinary_BT, self.input_scale, acts_BTD, self.output_scale)
         return self._splice.spliced_BTD
 
     @property

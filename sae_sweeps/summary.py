@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, NamedTuple
 
-SUMMARY_VERSION = 4
+SUMMARY_VERSION = 5
 """Bumped whenever a field changes meaning, appears or goes away (1: before the contract was declared here;
 2: declared here; 3: a `<name>_se` standard error beside each held-out estimate; 4: the `sparse_probing_*`
-fields, None on data without labels)."""
+fields, None on data without labels; 5: transcoders: `kind`, `hook_input`, and `hook` names the written hook)."""
 SE_SUFFIX = "_se"
 """`<name>_se` is the standard error of metric `<name>` (docs/method.md#standard-errors)."""
 SUMMARY_FILENAME = "summary.json"
@@ -168,9 +168,15 @@ class RunChoices:
     model: str
     """The `model` preset's name."""
     hook: str
-    """The hook point's transformer_lens name."""
+    """The transformer_lens name of the activation the SAE writes when spliced in (its reconstruction replaces
+    it; CE loss and FVU are measured there): an SAE's own hook, a transcoder's output hook."""
     hook_layer: int
-    """The block the hook belongs to."""
+    """The block that hook belongs to."""
+    hook_input: str
+    """The activation the SAE reads: `hook` for an SAE, a transcoder's input hook (e.g. blocks.6.mlp.hook_in)."""
+    kind: str
+    """`sae` (reads and reconstructs `hook`), `transcoder` (reads `hook_input`, predicts `hook`) or `skip_transcoder`
+    (a transcoder plus a learned linear map from input to output)."""
     sae_arch: str
     """The `sae_arch` choice."""
     loss: str

@@ -39,7 +39,7 @@ def test_the_evaluator_on_reference_passes_gives_the_metrics_of_whole_forward_pa
     with torch.no_grad():
         clean = next_token_log_probs(tiny_model.bridge(contexts_NT))
         spliced = next_token_log_probs(tiny_model.bridge.run_with_hooks(
-            contexts_NT, fwd_hooks=[(HOOK.name, SpliceHook(sae, ordinary_BT, 0.5))]))
+            contexts_NT, fwd_hooks=SpliceHook(sae, HOOK, ordinary_BT, 0.5).hooks()))
         zeroed = next_token_log_probs(tiny_model.bridge.run_with_hooks(
             contexts_NT, fwd_hooks=[(HOOK.name, lambda acts, hook: zero_ablate(acts, ordinary_BT))]))
     ce = {name: mean_over_predictions(-lp.gather(-1, targets_BT.unsqueeze(-1)).squeeze(-1), predict_BT)

@@ -118,7 +118,7 @@ def test_held_out_sums_give_the_pooled_values_and_per_context_standard_errors():
     ce_clean, ce_zero = [], []
     for ordinary_BT, x_ND, x_hat_ND, latents_NF, targets_BT, clean_lp, sae_lp, zero_lp in batches:
         predict_BT = ordinary_BT[:, :-1] & ordinary_BT[:, 1:]
-        sums.add_reconstruction(x_ND, x_hat_ND, latents_NF, ordinary_BT, input_scale=2.0)
+        sums.add_reconstruction(x_ND, x_hat_ND, latents_NF, ordinary_BT, scale=2.0)
         sums.add_predictions(targets_BT, predict_BT, clean_lp, sae_lp)
         ce_clean.append(summed_over_predictions(cross_entropy(clean_lp, targets_BT), predict_BT))
         ce_zero.append(summed_over_predictions(cross_entropy(zero_lp, targets_BT), predict_BT))

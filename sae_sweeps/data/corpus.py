@@ -83,25 +83,25 @@ class Corpus:
         return torch.stack(contexts)
 
     def sample_activations(self, hook: HookPoint) -> Tensor:
-        """Ordinary-token activations from the first training contexts (to set scale and b_dec)."""
+        """Ordinary-token activation rows (a transcoder's input and output side by side) from the first
+        training contexts (to set the scales and b_dec)."""
         tokens_BT = torch.stack(list(islice(self.training_contexts()(), self.cfg.scale_sample_contexts)))
         tokens_BT = tokens_BT.to(self.model.device)
         acts_BTD = self.model.activations_at(tokens_BT, hook)
         return acts_BTD[~self.model.special_token_mask(tokens_BT)].float().clone()
 
-    def training_stream(
-        self, input_kind: str, hook: HookPoint, batch_tokens: int, seed: int, n_steps: int, start_batch: int = 0
+    def token_stream(self, batch_tokens: int, start_batch: int = 0) -> TokenStream:
+        """Batches of whole training contexts (losses that run the LM themselves), from optimiser step
+        `start_batch` on."""
+        return TokenStream(self.training_contexts(), self.contexts_per_batch(batch_tokens), start_batch)
+
+    def activation_stream(
+        self, hook: HookPoint, batch_tokens: int, seed: int, n_steps: int, start_batch: int = 0
     ) -> IterableDataset:
-        """The global batches of an `n_steps`-step run, from optimiser step `start_batch` on (a
-        resumed run gets exactly the batches the uninterrupted run would have had): what the
-        loss's `input_kind` asks for. Activations come from the activation cache when the corpus
-        has one (one LM pass for every run that needs the same activations), else from the live
-        LM; token batches (e2e losses) never use the cache. A new kind of input is a branch here
-        and in `steps_for_budget`."""
-        if input_kind == "tokens":
-            return TokenStream(self.training_contexts(), self.contexts_per_batch(batch_tokens), start_batch)
-        if input_kind != "activations":
-            raise ValueError(f"no training stream for input kind {input_kind!r}")
+        """Shuffled activation rows at `hook` (a transcoder's input and output side by side) for an
+        `n_steps`-step run, from optimiser step `start_batch` on (a resumed run gets exactly the batches
+        the uninterrupted run would have had): from the activation cache when the corpus has one (one
+        LM pass for every run that needs the same activations), else from the live LM."""
         if self.activation_cache_root is not None:
             return self.cached_stream(hook, batch_tokens, seed, n_steps, start_batch)
         return ActivationStream(
@@ -135,10 +135,8 @@ class Corpus:
     def contexts_per_batch(self, batch_tokens: int) -> int:
         return max(1, batch_tokens // self.cfg.context_size)
 
-    def steps_for_budget(self, input_kind: str, tokens: int, batch_tokens: int) -> int:
-        """Optimiser steps that train on `tokens` tokens (token batches count whole contexts)."""
-        if input_kind == "activations":
-            return max(1, tokens // batch_tokens)
+    def token_steps(self, tokens: int, batch_tokens: int) -> int:
+        """Optimiser steps of `token_stream` batches that train on `tokens` tokens (whole contexts count)."""
         return max(1, math.ceil(tokens / (self.contexts_per_batch(batch_tokens) * self.cfg.context_size)))
 
 

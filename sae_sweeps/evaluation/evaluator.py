@@ -44,11 +44,12 @@ class HeldOutSums:
         self.predictions = PerContext()
 
     def add_reconstruction(
-        self, x_ND: Tensor, x_hat_ND: Tensor, latents_NF: Tensor, ordinary_BT: Tensor, input_scale: float
+        self, x_ND: Tensor, x_hat_ND: Tensor, latents_NF: Tensor, ordinary_BT: Tensor, scale: float
     ) -> None:
-        """Ordinary tokens' activations and reconstructions as the SAE saw them (scaled), and their codes;
-        row n belongs to the n-th ordinary token of `ordinary_BT` in row-major order."""
-        x_ND, x_hat_ND = x_ND.double() / input_scale, x_hat_ND.double() / input_scale
+        """Ordinary tokens' activations (a transcoder's target outputs) and reconstructions as the SAE saw them
+        (multiplied by `scale`), and their codes; row n belongs to the n-th ordinary token of `ordinary_BT` in
+        row-major order."""
+        x_ND, x_hat_ND = x_ND.double() / scale, x_hat_ND.double() / scale
 
         def per_context(values_N: Tensor) -> Tensor:
             # Back to [B, T, ...] (zeros at special tokens), then summed over positions: cheaper than index_add_.
@@ -137,27 +138,29 @@ class Evaluator:
         self.batch_contexts = batch_contexts
 
     @torch.no_grad()
-    def evaluate(self, sae: SparseAutoencoder, input_scale: float = 1.0) -> HeldOutMetrics:
+    def evaluate(self, sae: SparseAutoencoder, input_scale: float = 1.0, output_scale: float | None = None) -> HeldOutMetrics:
+        """The held-out metrics of `sae`, which reads `input_scale` x the activations (and predicts
+        `output_scale` x a transcoder's output; None: the input's scale); FVU is the reconstructed activation's."""
         was_training = sae.training
         sae.eval()
         sums = HeldOutSums(sae.d_sae, self.model.device)
         for start in range(0, len(self.contexts_NT), self.batch_contexts):
             batch = slice(start, start + self.batch_contexts)
-            self._add_batch(sums, sae, input_scale, batch)
+            self._add_batch(sums, sae, input_scale, input_scale if output_scale is None else output_scale, batch)
         sae.train(was_training)
         return sums.finish(self.reference.ce_clean_N, self.reference.ce_zero_N)
 
-    def _add_batch(self, sums: HeldOutSums, sae: SparseAutoencoder, input_scale: float, batch: slice) -> None:
+    def _add_batch(self, sums: HeldOutSums, sae: SparseAutoencoder, input_scale: float, output_scale: float, batch: slice) -> None:
         device = self.model.device
         tokens_BT = self.contexts_NT[batch].to(device)
         ordinary_BT = ~self.model.special_token_mask(tokens_BT)
         targets_BT, predict_BT = tokens_BT[:, 1:], next_token_mask(ordinary_BT)
-        splice_hook = SpliceHook(sae, ordinary_BT, input_scale)
+        splice_hook = SpliceHook(sae, self.hook, ordinary_BT, input_scale, output_scale)
         resid_BTD = self.reference.resid_NTD[batch].to(device)
-        sae_lp = next_token_log_probs(self.model.logits_from(resid_BTD, self.hook.layer, [(self.hook.name, splice_hook)]))
+        sae_lp = next_token_log_probs(self.model.logits_from(resid_BTD, self.hook.layer, splice_hook.hooks()))
         clean_lp = next_token_log_probs(self.model.unembed(self.reference.unembed_input_NTD[batch].to(device)))
         splice = splice_hook.splice
         sums.add_reconstruction(
-            splice.sae_input_ND, splice.output.reconstruction_BD, splice.output.latents_BF, ordinary_BT, input_scale
+            splice.target_ND, splice.output.reconstruction_BD, splice.output.latents_BF, ordinary_BT, output_scale
         )
         sums.add_predictions(targets_BT, predict_BT, clean_lp, sae_lp)

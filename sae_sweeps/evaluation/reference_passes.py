@@ -56,7 +56,7 @@ def compute_reference_passes(
         resid_BTD = model.residual_before(tokens_BT, hook.layer)
         clean_logits, unembed_input_BTD = model.logits_and_unembed_input(resid_BTD, hook.layer)
         zero_hook = lambda acts_BTD, hook: zero_ablate(acts_BTD, ordinary_BT)  # noqa: E731
-        zero_logits = model.logits_from(resid_BTD, hook.layer, [(hook.name, zero_hook)])
+        zero_logits = model.logits_from(resid_BTD, hook.layer, [(hook.writes, zero_hook)])
         for name, value in (
             ("resid_NTD", resid_BTD),
             ("unembed_input_NTD", unembed_input_BTD),

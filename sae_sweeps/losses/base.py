@@ -1,18 +1,24 @@
 """The interface between a training objective and the trainer.
 
-A loss turns one batch into a scalar to minimise. The trainer never looks inside: adding a loss
-means a new class here and a file under conf/loss/, nothing else.
+A loss turns one batch into a scalar to minimise, and says which batches it needs (`training_stream`,
+`steps_for_budget`): activation rows at the hook, token contexts it runs through the LM, or whatever
+a new loss needs, from the corpus. The trainer never looks inside: adding a loss means a new class
+here and a file under conf/loss/, nothing else.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar, Literal, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from torch import Tensor
+from torch.utils.data import IterableDataset
 
 from sae_sweeps.models import HookPoint, LanguageModel
 from sae_sweeps.saes import SAEOutput, SparseAutoencoder
+
+if TYPE_CHECKING:
+    from sae_sweeps.data.corpus import Corpus
 
 
 class LossOutput(NamedTuple):
@@ -31,8 +37,16 @@ class LossOutput(NamedTuple):
 class SAELoss(ABC):
     """An objective for an SAE at a hook point."""
 
-    input_kind: ClassVar[Literal["activations", "tokens"]]
-    """What the data module must feed: activation vectors, or token contexts the loss runs through the LM."""
+    @abstractmethod
+    def steps_for_budget(self, data: Corpus, tokens: int, batch_tokens: int) -> int:
+        """Optimiser steps that train on `tokens` tokens in batches of about `batch_tokens`."""
+
+    @abstractmethod
+    def training_stream(
+        self, data: Corpus, hook: HookPoint, batch_tokens: int, seed: int, n_steps: int, start_batch: int = 0
+    ) -> IterableDataset:
+        """The global batches this loss trains on, from optimiser step `start_batch` on (a resumed run gets
+        exactly the batches an uninterrupted one would have had)."""
 
     def bind(self, model: LanguageModel, hook: HookPoint) -> None:
         """Give the loss the frozen LM and hook point, for losses that run the model."""
@@ -45,22 +59,35 @@ class SAELoss(ABC):
         input_scale: float,
         sparsity_coefficient: float,
         dead_latents_F: Tensor,
+        output_scale: float | None = None,
     ) -> LossOutput:
-        """The objective on one batch; the SAE sees activations multiplied by `input_scale`."""
+        """The objective on one batch; the SAE sees activations multiplied by `input_scale` (and a transcoder
+        predicts its output multiplied by `output_scale`; None: the input's scale)."""
 
 
 def architecture_terms(
     sae: SparseAutoencoder,
-    x_ND: Tensor,
+    target_ND: Tensor,
     out: SAEOutput,
     sparsity_coefficient: float,
     dead_latents_F: Tensor,
 ) -> dict[str, Tensor]:
-    """The architecture's own terms, which every loss adds to its fidelity term."""
+    """The architecture's own terms, which every loss adds to its fidelity term (`target_ND`: what the SAE
+    reconstructs, scaled: its input, or a transcoder's output)."""
     return {
         "sparsity": sparsity_coefficient * sae.sparsity_loss(out),
-        "auxiliary": sae.auxiliary_loss(x_ND, out, dead_latents_F),
+        "auxiliary": sae.auxiliary_loss(target_ND, out, dead_latents_F),
     }
+
+
+def input_and_target(sae: SparseAutoencoder, rows_ND: Tensor) -> tuple[Tensor, Tensor]:
+    """An activation row's SAE input and what the SAE reconstructs: the row itself for an SAE; a
+    transcoder's rows hold its input and its target output side by side (LanguageModel.activations_at)."""
+    if not sae.is_transcoder:
+        return rows_ND, rows_ND
+    if rows_ND.shape[-1] != sae.d_in + (sae.d_out or 0):
+        raise ValueError(f"transcoder rows must hold d_in + d_out = {sae.d_in} + {sae.d_out} values, got {rows_ND.shape[-1]}")
+    return rows_ND[..., : sae.d_in], rows_ND[..., sae.d_in :]
 
 
 def combine(terms: dict[str, Tensor], out: SAEOutput) -> LossOutput:

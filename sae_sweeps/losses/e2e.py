@@ -30,22 +30,33 @@ Work done once per batch (what the trainer calls a step):
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+from torch.utils.data import IterableDataset
 
 from sae_sweeps.losses.base import LossOutput, SAELoss, architecture_terms, combine
 from sae_sweeps.models import HookPoint, LanguageModel
 from sae_sweeps.saes import SparseAutoencoder
 from sae_sweeps.splicing import SpliceHook, kl_divergence, next_token_log_probs, next_token_mask
 
+if TYPE_CHECKING:
+    from sae_sweeps.data.corpus import Corpus
+
 
 class E2ELoss(SAELoss):
     """kl_coefficient * mean over ordinary next-token positions of KL(P_orig || P_sae), plus the
     architecture's sparsity and auxiliary terms (computed on the SAE's input at the hook)."""
 
-    input_kind: ClassVar[Literal["activations", "tokens"]] = "tokens"
+    def steps_for_budget(self, data: Corpus, tokens: int, batch_tokens: int) -> int:
+        return data.token_steps(tokens, batch_tokens)
+
+    def training_stream(
+        self, data: Corpus, hook: HookPoint, batch_tokens: int, seed: int, n_steps: int, start_batch: int = 0
+    ) -> IterableDataset:
+        """Whole training contexts (train.batch_size // data.context_size per step), which the loss runs through the LM."""
+        return data.token_stream(batch_tokens, start_batch)
 
     def __init__(self, kl_coefficient: float = 1.0) -> None:
         if kl_coefficient < 0:
@@ -68,6 +79,7 @@ class E2ELoss(SAELoss):
         input_scale: float,
         sparsity_coefficient: float,
         dead_latents_F: Tensor,
+        output_scale: float | None = None,
     ) -> LossOutput:
         if self.model is None or self.hook is None:
             raise RuntimeError(f"{type(self).__name__} needs bind(model, hook) before use")
@@ -91,10 +103,8 @@ class E2ELoss(SAELoss):
 
         # 3. The spliced pass from block l, with a graph that reaches the SAE only.
         spliced: dict[str, Tensor] = {}
-        splice_hook = SpliceHook(sae, ordinary_BT, input_scale)
-        sae_logits = model.logits_from(
-            resid_BTD, hook.layer, [(hook.name, splice_hook), *_capture_hooks(downstream, spliced)]
-        )
+        splice_hook = SpliceHook(sae, hook, ordinary_BT, input_scale, output_scale)
+        sae_logits = model.logits_from(resid_BTD, hook.layer, [*splice_hook.hooks(), *_capture_hooks(downstream, spliced)])
         sae_lp = next_token_log_probs(sae_logits)
         del sae_logits
         splice = splice_hook.splice
@@ -103,7 +113,7 @@ class E2ELoss(SAELoss):
         kl = kl_BT[predict_BT].mean()
         terms = {"kl": self.kl_coefficient * kl}
         terms |= self.extra_terms(clean, spliced, ordinary_BT, input_scale)
-        terms |= architecture_terms(sae, splice.sae_input_ND, splice.output, sparsity_coefficient, dead_latents_F)
+        terms |= architecture_terms(sae, splice.target_ND, splice.output, sparsity_coefficient, dead_latents_F)
         return combine(terms, splice.output)
 
     def extra_terms(
@@ -125,7 +135,7 @@ class E2EDownstreamLoss(E2ELoss):
 
     def downstream_hooks(self) -> list[str]:
         assert self.model is not None and self.hook is not None
-        return [f"blocks.{k}.hook_resid_pre" for k in range(self.hook.layer + 1, self.model.n_layers)]
+        return [f"blocks.{k}.hook_resid_pre" for k in range(self.hook.output_layer + 1, self.model.n_layers)]
 
     def extra_terms(
         self, clean: dict[str, Tensor], spliced: dict[str, Tensor], ordinary_BT: Tensor, input_scale: float
@@ -143,7 +153,7 @@ class E2EDownstreamLoss(E2ELoss):
             total = term if total is None else total + term
         if total is None:  # the hook is in the last block: nothing downstream
             return {"downstream": torch.zeros((), device=ordinary_BT.device)}
-        return {"downstream": self.beta / (self.model.n_layers - self.hook.layer) * total}
+        return {"downstream": self.beta / (self.model.n_layers - self.hook.output_layer) * total}
 
 
 def _capture_hooks(names: list[str], store: dict[str, Tensor]) -> list[tuple[str, object]]:

@@ -49,8 +49,9 @@ class LanguageModel:
 
     def check_hook(self, hook: HookPoint) -> None:
         hook.check_layer(self.n_layers)
-        if hook.name not in self.bridge.hook_dict:
-            raise HookError(f"hook.name={hook.name!r}: model {self.name} has no such hook")
+        for key, name in (("hook.name", hook.name), ("hook.output", hook.output)):
+            if name is not None and name not in self.bridge.hook_dict:
+                raise HookError(f"{key}={name!r}: model {self.name} has no such hook")
 
     def special_token_mask(self, tokens_BT: Tensor) -> Tensor:
         """True where a position holds a special token."""
@@ -59,22 +60,31 @@ class LanguageModel:
 
     @torch.inference_mode()
     def activations_at(self, tokens_BT: Tensor, hook: HookPoint) -> Tensor:
-        """The activation at `hook`, running only as much of the model as that needs."""
+        """The activation at `hook`, running only as much of the model as that needs; for a transcoder,
+        its input and output activations side by side ([..., d_in + d_out]), so that one row per token
+        holds a training pair wherever rows go (the shuffle buffer, the activation cache)."""
         if hook.is_resid_pre:
             return self.bridge(tokens_BT, stop_at_layer=hook.layer)
-        captured: list[Tensor] = []
+        captured: dict[str, Tensor] = {}
+        last = hook.writes
 
-        def capture_and_stop(act: Tensor, hook: object) -> None:
-            captured.append(act)
-            raise _StopForward
+        def capture(name: str) -> HookFn:
+            def keep(act: Tensor, hook: object) -> None:  # transformer_lens passes `hook` by keyword
+                captured[name] = act
+                if last in captured:
+                    raise _StopForward
 
+            return keep
+
+        names = [hook.name] if hook.output is None else [hook.name, hook.output]
         try:
-            self.bridge.run_with_hooks(tokens_BT, fwd_hooks=[(hook.name, capture_and_stop)])
+            self.bridge.run_with_hooks(tokens_BT, fwd_hooks=[(name, capture(name)) for name in names])
         except _StopForward:
             pass
-        if not captured:
-            raise HookError(f"hook.name={hook.name!r} never fired in a forward pass")
-        return captured[0]
+        missing = [name for name in names if name not in captured]
+        if missing:
+            raise HookError(f"hook {missing[0]!r} never fired in a forward pass before {hook.writes!r}")
+        return torch.cat([captured[name] for name in names], dim=-1)
 
     @torch.no_grad()
     def residual_before(self, tokens_BT: Tensor, layer: int) -> Tensor:
@@ -101,7 +111,12 @@ class LanguageModel:
         """Logits from the unembedding's input (`logits_and_unembed_input`)."""
         return self.bridge.unembed(unembed_input_BTD)
 
-    def activation_width(self, hook: HookPoint) -> int:
-        """d_in of an SAE at `hook` (d_model for residual hooks, d_mlp inside the MLP)."""
+    def io_widths(self, hook: HookPoint) -> tuple[int, int]:
+        """(d_in, d_out) of an SAE or transcoder at `hook`: d_model for residual hooks, d_mlp inside the
+        MLP; d_out = d_in for an SAE."""
         probe_BT = torch.full((1, 2), self.bos_token_id, device=self.device)
-        return self.activations_at(probe_BT, hook).shape[-1]
+        width = self.activations_at(probe_BT, hook).shape[-1]
+        if hook.output is None:
+            return width, width
+        d_in = self.activations_at(probe_BT, HookPoint.parse(hook.name)).shape[-1]
+        return d_in, width - d_in

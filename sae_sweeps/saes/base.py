@@ -3,6 +3,11 @@
 Shapes: B tokens in a batch, D = d_in (the model's width at the hook), F = d_sae (dictionary size).
 Forward pass (docs/method.md#forward-pass): f = act(W_enc (x - b_dec) + b_enc), x_hat = W_dec^T f + b_dec.
 
+Every architecture is also a transcoder (docs/method.md#transcoders) when built with `d_out`: it reads x
+(width d_in) and predicts y at another hook (width d_out), f = act(W_enc x + b_enc), y_hat = W_dec^T f +
+b_dec (b_dec lives in output space, so it is not subtracted from x), and with `skip` a skip transcoder
+adds a learned linear map W_skip x (initialised at zero).
+
 What belongs to an architecture lives in its class: its nonlinearity and loss terms, the object
 that sets its L0 (`sparsity_for` builds `sae.sparsity`, saes/sparsity.py), the checks on that
 setting (`check_config`) and any fast path it has (`enable_fast_path`). The trainer, run.py and the
@@ -34,12 +39,14 @@ class SAEOutput(NamedTuple):
     latents_BF: Tensor
     """The sparse code f, after the architecture's nonlinearity."""
     reconstruction_BD: Tensor
-    """x_hat, the decoder's reconstruction of the input."""
+    """x_hat, the decoder's reconstruction of the input (a transcoder's prediction of its output, skip path included)."""
     pre_acts_BF: Tensor
     """Encoder pre-activations W_enc (x - b_dec) + b_enc (the gate path for Gated SAEs)."""
     firing_counts_F: Tensor
     """How many of the batch's tokens each latent fired on (for L0 and dead-latent statistics);
     JumpReLU's is differentiable in the thresholds, which its L0 penalty needs."""
+    skip_BD: Tensor | None = None
+    """A skip transcoder's linear part W_skip x, included in the reconstruction (None without a skip path)."""
 
 
 def firing_counts(latents_BF: Tensor) -> Tensor:
@@ -63,17 +70,30 @@ class SparseAutoencoder(nn.Module, ABC):
     activation_unit_params: ClassVar[tuple[str, ...]] = ("b_enc", "b_dec")
     """Parameters measured in units of the input; they are divided by the input scale when it is folded."""
 
-    def __init__(self, d_in: int, d_sae: int) -> None:
+    def __init__(self, d_in: int, d_sae: int, d_out: int | None = None, skip: bool = False) -> None:
+        """An SAE over d_in-dimensional activations; with `d_out` a transcoder predicting d_out-dimensional
+        ones, and with `skip` also a skip transcoder."""
         super().__init__()
+        if skip and d_out is None:
+            raise ValueError("skip=True needs d_out: a skip path maps a transcoder's input to its output")
         self.d_in = d_in
         self.d_sae = d_sae
-        W_dec_FD = torch.randn(d_sae, d_in)
+        self.d_out = d_out
+        """The output width of a transcoder; None for an SAE, which reconstructs its own d_in-wide input."""
+        W_dec_FD = torch.randn(d_sae, d_out or d_in)
         W_dec_FD /= W_dec_FD.norm(dim=1, keepdim=True)
         self.W_dec = nn.Parameter(W_dec_FD)
-        # Tied at init, untied afterwards: every latent starts as a matched detector/writer pair.
-        self.W_enc = nn.Parameter(W_dec_FD.T.clone().contiguous())
+        if d_out is None:
+            # Tied at init, untied afterwards: every latent starts as a matched detector/writer pair.
+            W_enc_DF = W_dec_FD.T.clone().contiguous()
+        else:  # input and output spaces differ: no tie, unit-norm random detectors
+            W_enc_DF = torch.randn(d_in, d_sae)
+            W_enc_DF /= W_enc_DF.norm(dim=0, keepdim=True)
+        self.W_enc = nn.Parameter(W_enc_DF)
         self.b_enc = nn.Parameter(torch.zeros(d_sae))
-        self.b_dec = nn.Parameter(torch.zeros(d_in))
+        self.b_dec = nn.Parameter(torch.zeros(d_out or d_in))
+        self.W_skip = nn.Parameter(torch.zeros(d_out, d_in)) if skip else None
+        """A skip transcoder's linear map [d_out, d_in] (SAELens' layout), starting at zero; None otherwise."""
         self.sparsity: Sparsity = FixedCoefficient(0.0)
         """What sets L0 in training; a run sets it from its config (`instantiate_sae`)."""
 
@@ -81,11 +101,16 @@ class SparseAutoencoder(nn.Module, ABC):
     def encoder_bias(self) -> Tensor:
         return self.b_enc
 
+    @property
+    def is_transcoder(self) -> bool:
+        return self.d_out is not None
+
     def pre_activations(self, x_BD: Tensor) -> Tensor:
         # W_enc (x - b_dec) + b_enc with b_dec moved into the bias: the same function, but
         # autograd no longer spends a [B, F] x [F, D] matmul on the gradient of x - b_dec.
         # addmm adds the bias inside the matmul: no extra pass over the [B, F] result.
-        bias_F = self.encoder_bias() - self.b_dec @ self.W_enc
+        # A transcoder's b_dec is in output space: its input is not centred by it.
+        bias_F = self.encoder_bias() if self.is_transcoder else self.encoder_bias() - self.b_dec @ self.W_enc
         pre_acts = torch.addmm(bias_F, x_BD.reshape(-1, self.d_in), self.W_enc)
         return pre_acts.view(*x_BD.shape[:-1], self.d_sae)
 
@@ -100,6 +125,15 @@ class SparseAutoencoder(nn.Module, ABC):
         return latents_BF @ self.W_dec + self.b_dec
 
     def forward(self, x_BD: Tensor) -> SAEOutput:
+        out = self.code_and_reconstruct(x_BD)
+        if self.W_skip is None:
+            return out
+        skip_BD = x_BD @ self.W_skip.T
+        return out._replace(reconstruction_BD=out.reconstruction_BD + skip_BD, skip_BD=skip_BD)
+
+    def code_and_reconstruct(self, x_BD: Tensor) -> SAEOutput:
+        """The dictionary's part of the forward pass (everything but a skip path); architectures with a
+        fused or custom forward override this."""
         pre_acts_BF = self.pre_activations(x_BD)
         latents_BF = self.activation(pre_acts_BF)
         return SAEOutput(latents_BF, self.decode(latents_BF), pre_acts_BF, firing_counts(latents_BF))
@@ -114,7 +148,8 @@ class SparseAutoencoder(nn.Module, ABC):
         return out.latents_BF.new_zeros(())
 
     def auxiliary_loss(self, x_BD: Tensor, out: SAEOutput, dead_latents_F: Tensor) -> Tensor:
-        """Extra training terms with their own fixed weights (AuxK, Gated's aux reconstruction...)."""
+        """Extra training terms with their own fixed weights (AuxK, Gated's aux reconstruction...);
+        `x_BD` is what the SAE reconstructs (a transcoder's target output)."""
         return out.latents_BF.new_zeros(())
 
     # -- decoder-norm maintenance (rows kept at unit norm throughout training) ---------------
@@ -193,7 +228,8 @@ class SparseAutoencoder(nn.Module, ABC):
 
     @torch.no_grad()
     def initialize_decoder_bias(self, sample_ND: Tensor) -> None:
-        """Start b_dec at the sample mean so the encoder sees centred inputs from step one."""
+        """Start b_dec at the mean of a sample of what the SAE reconstructs (a transcoder's outputs), so
+        that an SAE's encoder sees centred inputs from step one."""
         self.b_dec.copy_(sample_ND.mean(dim=0))
 
     @torch.no_grad()
@@ -202,19 +238,33 @@ class SparseAutoencoder(nn.Module, ABC):
         b_dec's (JumpReLU's thresholds with a target); none by default."""
 
     @torch.no_grad()
-    def fold_input_scale(self, input_scale: float) -> None:
+    def fold_input_scale(self, input_scale: float, output_scale: float | None = None) -> None:
         """Make an SAE trained on `input_scale * x` take raw x, keeping decoder rows unit norm.
 
         With positively homogeneous nonlinearities, act(W_enc(s x - b_dec) + b_enc) / s =
         act(W_enc(x - b_dec/s) + b_enc/s): dividing every input-unit parameter by s gives latents
         in raw units and a reconstruction of raw x, with W_enc and W_dec unchanged.
+        A transcoder trained to map s_in x to s_out y: dividing its output by s_out gives
+        act(W_enc (s_in/s_out) x + b_enc/s_out) for the latents, so W_enc (and W_skip) take the factor
+        s_in/s_out and the output-unit parameters are divided by s_out.
         """
+        output_scale = input_scale if output_scale is None else output_scale
         for name in self.activation_unit_params:
-            getattr(self, name).div_(input_scale)
+            getattr(self, name).div_(output_scale)
+        if output_scale != input_scale:
+            self.W_enc.mul_(input_scale / output_scale)
+        if self.W_skip is not None:
+            self.W_skip.mul_(input_scale / output_scale)
 
     def init_kwargs(self) -> dict[str, Any]:
         """Constructor arguments that rebuild this SAE (saved in cfg.json for `load_sae`)."""
-        return {"d_in": self.d_in, "d_sae": self.d_sae}
+        return {"d_in": self.d_in, "d_sae": self.d_sae} | self.shape_kwargs(transcoder_only=True)
+
+    def shape_kwargs(self, transcoder_only: bool = False) -> dict[str, Any]:
+        """d_in, d_sae, d_out and skip: what another architecture needs to take this one's shape
+        (BatchTopK's JumpReLU inference form); `transcoder_only`: only d_out and skip, and only for a transcoder."""
+        io = {"d_out": self.d_out, "skip": self.W_skip is not None} if self.is_transcoder else {}
+        return io if transcoder_only else {"d_in": self.d_in, "d_sae": self.d_sae} | io
 
     def saelens_cfg_extras(self) -> dict[str, Any]:
         """Architecture-specific cfg.json fields SAELens reads (e.g. `k` for TopK)."""
@@ -225,7 +275,8 @@ class SparseAutoencoder(nn.Module, ABC):
         return copy.deepcopy(self)
 
     def extra_repr(self) -> str:
-        return f"d_in={self.d_in}, d_sae={self.d_sae}"
+        io = f", d_out={self.d_out}, skip={self.W_skip is not None}" if self.is_transcoder else ""
+        return f"d_in={self.d_in}, d_sae={self.d_sae}{io}"
 
 
 def check_setting(key: str, value: object, low: float, high: float | None, strict: bool = False) -> None:
@@ -249,12 +300,16 @@ def check_target_l0(cfg: DictConfig, d_sae: int) -> float | None:
     return target
 
 
-def instantiate_sae(cfg: DictConfig, d_in: int, d_sae: int, total_steps: int, warmup_steps: int) -> SparseAutoencoder:
-    """The run's SAE at its initialisation, with what sets its L0 (`sae.sparsity`) from `cfg.sparsity`."""
+def instantiate_sae(
+    cfg: DictConfig, d_in: int, d_sae: int, total_steps: int, warmup_steps: int, d_out: int | None = None, skip: bool = False
+) -> SparseAutoencoder:
+    """The run's SAE (a transcoder with `d_out`, a skip transcoder with `skip` too) at its initialisation,
+    with what sets its L0 (`sae.sparsity`) from `cfg.sparsity`."""
     import hydra.utils
 
     architecture: type[SparseAutoencoder] = hydra.utils.get_class(cfg.sae_arch.module._target_)
     sparsity = architecture.sparsity_for(cfg.sparsity, total_steps, warmup_steps)
-    sae: SparseAutoencoder = hydra.utils.instantiate(cfg.sae_arch.module, d_in=d_in, d_sae=d_sae, **sparsity.sae_arguments())
+    shape = {"d_out": d_out, "skip": skip} if d_out is not None else {}
+    sae: SparseAutoencoder = hydra.utils.instantiate(cfg.sae_arch.module, d_in=d_in, d_sae=d_sae, **shape, **sparsity.sae_arguments())
     sae.sparsity = sparsity
     return sae

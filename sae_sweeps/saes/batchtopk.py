@@ -49,8 +49,10 @@ class BatchTopKSAE(TopKSAE):
         aux_k: int | None = None,
         aux_coefficient: float = 1 / 32,
         threshold_decay: float = 0.99,
+        d_out: int | None = None,
+        skip: bool = False,
     ) -> None:
-        super().__init__(d_in, d_sae, k, aux_k, aux_coefficient)
+        super().__init__(d_in, d_sae, k, aux_k, aux_coefficient, d_out, skip)
         self.threshold_decay = float(threshold_decay)
         self.register_buffer("threshold", torch.zeros(()))
         self.register_buffer("threshold_updates", torch.zeros((), dtype=torch.long))
@@ -81,9 +83,9 @@ class BatchTopKSAE(TopKSAE):
 
     def inference_form(self) -> JumpReLUSAE:
         """A JumpReLU SAE whose every latent has the tracked scalar threshold."""
-        exported = JumpReLUSAE(self.d_in, self.d_sae).to(self.W_dec.device)
+        exported = JumpReLUSAE(**self.shape_kwargs()).to(self.W_dec.device)
         with torch.no_grad():
-            for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+            for name in ("W_enc", "b_enc", "W_dec", "b_dec") + (("W_skip",) if self.W_skip is not None else ()):
                 getattr(exported, name).copy_(getattr(self, name))
             exported.threshold.fill_(float(self.threshold))
         return exported.eval()

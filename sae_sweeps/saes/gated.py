@@ -29,8 +29,8 @@ class GatedSAE(SparseAutoencoder):
     saelens_architecture: ClassVar[str] = "gated"
     activation_unit_params: ClassVar[tuple[str, ...]] = ("b_gate", "b_mag", "b_dec")
 
-    def __init__(self, d_in: int, d_sae: int) -> None:
-        super().__init__(d_in, d_sae)
+    def __init__(self, d_in: int, d_sae: int, d_out: int | None = None, skip: bool = False) -> None:
+        super().__init__(d_in, d_sae, d_out, skip)
         del self.b_enc  # the gate's bias is b_gate (SAELens' name)
         self.b_gate = nn.Parameter(torch.zeros(d_sae))
         self.r_mag = nn.Parameter(torch.zeros(d_sae))
@@ -50,4 +50,6 @@ class GatedSAE(SparseAutoencoder):
 
     def auxiliary_loss(self, x_BD: Tensor, out: SAEOutput, dead_latents_F: Tensor) -> Tensor:
         x_hat_gate_BD = torch.relu(out.pre_acts_BF) @ self.W_dec.detach() + self.b_dec.detach()
+        if out.skip_BD is not None:  # a skip transcoder's linear part, held fixed like the decoder
+            x_hat_gate_BD = x_hat_gate_BD + out.skip_BD.detach()
         return (x_BD - x_hat_gate_BD).pow(2).sum(dim=-1).mean()

@@ -110,8 +110,10 @@ class JumpReLUSAE(SparseAutoencoder):
         target_weight: float = 10.0,
         target_smoothing: float = 0.05,
         threshold_lr_scale: float = 1.0,
+        d_out: int | None = None,
+        skip: bool = False,
     ) -> None:
-        super().__init__(d_in, d_sae)
+        super().__init__(d_in, d_sae, d_out, skip)
         self.threshold_init = float(threshold_init)
         self.bandwidth = float(bandwidth)
         self.target_l0 = float(target_l0) if target_l0 is not None else None
@@ -146,7 +148,7 @@ class JumpReLUSAE(SparseAutoencoder):
     def activation(self, pre_acts_BF: Tensor) -> Tensor:
         return JumpReLUWithCounts.apply(pre_acts_BF, self.threshold, self.bandwidth)[0]
 
-    def forward(self, x_BD: Tensor) -> SAEOutput:
+    def code_and_reconstruct(self, x_BD: Tensor) -> SAEOutput:
         pre_acts_BF = self.pre_activations(x_BD)
         latents_BF, counts_F = JumpReLUWithCounts.apply(pre_acts_BF, self.threshold, self.bandwidth)
         return SAEOutput(latents_BF, self.decode(latents_BF), pre_acts_BF, counts_F)

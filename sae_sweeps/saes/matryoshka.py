@@ -55,16 +55,19 @@ class MatryoshkaSAE(BatchTopKSAE):
         aux_k: int | None = None,
         aux_coefficient: float = 1 / 32,
         threshold_decay: float = 0.99,
+        d_out: int | None = None,
+        skip: bool = False,
     ) -> None:
-        super().__init__(d_in, d_sae, k, aux_k, aux_coefficient, threshold_decay)
+        super().__init__(d_in, d_sae, k, aux_k, aux_coefficient, threshold_decay, d_out, skip)
         if prefix_sizes is None and prefix_fractions is None:
             prefix_fractions = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0)
         self.prefix_sizes = resolve_prefix_sizes(d_sae, prefix_sizes, prefix_fractions)
 
-    def prefix_reconstruction_loss(self, x_BD: Tensor, latents_BF: Tensor) -> Tensor:
-        """Sum over the proper prefixes m < d_sae of the per-token mean ||x - decode(f[:, :m])||^2."""
+    def prefix_reconstruction_loss(self, x_BD: Tensor, latents_BF: Tensor, skip_BD: Tensor | None = None) -> Tensor:
+        """Sum over the proper prefixes m < d_sae of the per-token mean ||x - decode(f[:, :m])||^2 (a skip
+        transcoder's linear part `skip_BD` belongs to every prefix)."""
         total = x_BD.new_zeros(())
-        partial_BD = self.b_dec.expand_as(x_BD)
+        partial_BD = self.b_dec.expand_as(x_BD) if skip_BD is None else self.b_dec + skip_BD
         start = 0
         for end in self.prefix_sizes[:-1]:
             partial_BD = partial_BD + latents_BF[:, start:end] @ self.W_dec[start:end]
@@ -73,7 +76,7 @@ class MatryoshkaSAE(BatchTopKSAE):
         return total
 
     def auxiliary_loss(self, x_BD: Tensor, out: SAEOutput, dead_latents_F: Tensor) -> Tensor:
-        return self.prefix_reconstruction_loss(x_BD, out.latents_BF) + super().auxiliary_loss(
+        return self.prefix_reconstruction_loss(x_BD, out.latents_BF, out.skip_BD) + super().auxiliary_loss(
             x_BD, out, dead_latents_F
         )
 

@@ -56,8 +56,10 @@ class TopKSAE(SparseAutoencoder):
         k: int,
         aux_k: int | None = None,
         aux_coefficient: float = 1 / 32,
+        d_out: int | None = None,
+        skip: bool = False,
     ) -> None:
-        super().__init__(d_in, d_sae)
+        super().__init__(d_in, d_sae, d_out, skip)
         self.k = int(k)
         self.aux_k = int(aux_k) if aux_k is not None else max(1, d_in // 2)
         self.aux_coefficient = aux_coefficient
@@ -87,13 +89,14 @@ class TopKSAE(SparseAutoencoder):
             raise SettingError(f"sparsity.k={k} is larger than the dictionary (d_sae={d_sae})")
 
     def enable_fast_path(self, setting: bool | str, device: torch.device) -> bool:
-        self.sparse_decode = sparse_decode_enabled(setting, device, self.k, self.d_sae)
+        # The fused kernel centres the input by b_dec, which a transcoder does not.
+        self.sparse_decode = not self.is_transcoder and sparse_decode_enabled(setting, device, self.k, self.d_sae)
         return self.sparse_decode
 
-    def forward(self, x_BD: Tensor) -> SAEOutput:
+    def code_and_reconstruct(self, x_BD: Tensor) -> SAEOutput:
         if self.sparse_decode:
             return sparse_topk_forward(self, x_BD)
-        return super().forward(x_BD)
+        return super().code_and_reconstruct(x_BD)
 
     def activation(self, pre_acts_BF: Tensor) -> Tensor:
         return keep_top_k(pre_acts_BF, self.k)

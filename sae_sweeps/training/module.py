@@ -32,11 +32,14 @@ class SAETrainingModule(L.LightningModule):
         adam_betas: tuple[float, float],
         input_scale: float,
         dead_window_tokens: int,
+        output_scale: float | None = None,
     ) -> None:
         super().__init__()
         self.sae, self.loss_fn, self.schedule = sae, loss, schedule
         self.lr, self.adam_betas = lr, tuple(adam_betas)
         self.input_scale = float(input_scale)
+        self.output_scale = self.input_scale if output_scale is None else float(output_scale)
+        """What a transcoder's target output is multiplied by (an SAE's target is its input: input_scale)."""
         self.dead_window_tokens = dead_window_tokens
         self.register_buffer("tokens_since_fired_F", torch.zeros(sae.d_sae, dtype=torch.long))
         self.register_buffer("tokens_trained", torch.zeros((), dtype=torch.long))
@@ -49,7 +52,7 @@ class SAETrainingModule(L.LightningModule):
 
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
         coefficient = self.sae.sparsity.coefficient() * self.schedule.sparsity_factor(self.global_step)
-        out = self.loss_fn(self.sae, batch, self.input_scale, coefficient, self.dead_latents())
+        out = self.loss_fn(self.sae, batch, self.input_scale, coefficient, self.dead_latents(), self.output_scale)
         batch_l0 = out.firing_counts_F.detach().sum() / out.n_tokens
         self.sae.sparsity.observe(self.trainer.strategy.reduce(batch_l0, reduce_op="mean"), self.global_step)
         if not torch.isfinite(out.total):
@@ -136,12 +139,14 @@ class SAETrainingModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["input_scale"] = self.input_scale
+        checkpoint["output_scale"] = self.output_scale
         checkpoint["train_seconds"] = self.train_seconds()
         checkpoint["loss_history"] = [loss.cpu() for loss in self.loss_history]
         checkpoint["sparsity"] = self.sae.sparsity.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.input_scale = checkpoint["input_scale"]
+        self.output_scale = checkpoint.get("output_scale", self.input_scale)  # absent from checkpoints of SAEs before transcoders
         self._seconds_before_resume = checkpoint["train_seconds"]
         self.loss_history = [loss.to(self.device) for loss in checkpoint["loss_history"]]
         self.sae.sparsity.load_state_dict(checkpoint["sparsity"])

@@ -213,9 +213,9 @@ def test_training_from_the_cache_gives_the_same_sae_as_training_live(small_data,
             sae.normalize_decoder()
         return {k: v.detach().clone() for k, v in sae.state_dict().items()}
 
-    live = train(small_data.training_stream("activations", HOOK, BATCH, seed=0, n_steps=12))
+    live = train(small_data.activation_stream(HOOK, BATCH, seed=0, n_steps=12))
     data = Corpus(small_data.cfg, tiny_model, activation_cache_root=tmp_path)
-    stream = data.training_stream("activations", HOOK, BATCH, seed=0, n_steps=12)
+    stream = data.activation_stream(HOOK, BATCH, seed=0, n_steps=12)
     assert isinstance(stream, CachedActivationStream)
     cached = train(stream)
     for name in live:

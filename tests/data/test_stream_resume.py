@@ -71,9 +71,9 @@ def test_token_stream_resumed_at_batch_n_continues_the_uninterrupted_stream(smal
 
 
 def test_training_stream_passes_start_batch_through(small_data, uninterrupted):
-    resumed = small_data.training_stream("activations", HOOK, BATCH, 3, n_steps=22, start_batch=17)
+    resumed = small_data.activation_stream(HOOK, BATCH, 3, n_steps=22, start_batch=17)
     small_cfg_stream = take(resumed, 5)
     # Corpus uses the data config's lm_batch_size / buffer_tokens, which conftest sets to ours
     assert_same_batches(small_cfg_stream, uninterrupted[17:22])
-    tokens = small_data.training_stream("tokens", HOOK, 4 * 32, 0, n_steps=5, start_batch=3)
+    tokens = small_data.token_stream(4 * 32, start_batch=3)
     assert_same_batches(take(tokens, 2), take(TokenStream(small_data.training_contexts(), 4), 5)[3:])

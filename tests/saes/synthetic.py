@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from sae_sweeps.losses.base import input_and_target
 from sae_sweeps.losses.local import LocalLoss
 from sae_sweeps.saes.base import SparseAutoencoder
 from sae_sweeps.training.schedules import Schedule
@@ -163,9 +164,9 @@ def train(
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
-        sample_ND = data.sample(4096, generator)
-        sae.initialize_decoder_bias(sample_ND)
-        sae.initialize_from_sample(sample_ND)
+        x_ND, target_ND = input_and_target(sae, data.sample(4096, generator))  # rows of pairs for a transcoder
+        sae.initialize_decoder_bias(target_ND)
+        sae.initialize_from_sample(x_ND)
     loss_fn = LocalLoss()
     schedule = Schedule(
         total_steps=steps,

@@ -81,7 +81,7 @@ class ActivationCache:
         self.progress = progress
         """Wraps the build's LM pass over its contexts (with their count): the console's progress bar."""
         self.key = cache_key(fields)
-        slug = re.sub(r"[^A-Za-z0-9_.]+", "_", f"{model.name}-{hook.name}")
+        slug = re.sub(r"[^A-Za-z0-9_.]+", "_", f"{model.name}-{hook.key}")
         self.directory = Path(root).expanduser() / f"{slug}-{self.key}"
         self.lm_batch_size = int(lm_batch_size)
         self.d_in = int(fields["d_in"])

@@ -95,7 +95,7 @@ def cache_key_fields(
         "special_token_ids": sorted(model.special_token_ids),
         "bos_token_id": model.bos_token_id,
         "eos_token_id": model.eos_token_id,
-        "hook": hook.name,
+        "hook": hook.key,
         "d_in": int(probe.shape[-1]),
         "activation_dtype": str(probe.dtype).removeprefix("torch."),
         "storage_dtype": storage_dtype,
