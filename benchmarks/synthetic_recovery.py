@@ -3,6 +3,7 @@ share of true features recovered.
 
     python benchmarks/synthetic_recovery.py            # the hard table, then the tests' easy one
     python benchmarks/synthetic_recovery.py --steps 1500 --only relu,topk
+    python benchmarks/synthetic_recovery.py --skip-easy --only jumprelu sae_arch.module.target_weight=10   # a recipe change
 
 Hard case (tests/saes/synthetic.py, `make_correlated_data`; docs/results.md#synthetic-recovery):
 256 unit features in R^64 (4 per dimension), each firing on its own with a probability log-uniform
@@ -40,10 +41,10 @@ BATCH, LR = 256, 3e-3
 OVERRIDES = {"jumprelu": ["sae_arch.module.bandwidth=0.003", "sae_arch.module.threshold_init=0.003"]}
 
 
-def architecture_at_target(name: str, d_in: int, target_l0: int, steps: int) -> SparseAutoencoder:
+def architecture_at_target(name: str, d_in: int, target_l0: int, steps: int, extra: list[str] = ()) -> SparseAutoencoder:
     """The SAE a run with `sae_arch=<name> sparsity.target_l0=<target_l0>` would train."""
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
-        cfg = compose("config", overrides=[f"sae_arch={name}", f"sparsity.target_l0={target_l0}", *OVERRIDES.get(name, [])])
+        cfg = compose("config", overrides=[f"sae_arch={name}", f"sparsity.target_l0={target_l0}", *OVERRIDES.get(name, []), *extra])
     hydra.utils.get_class(cfg.sae_arch.module._target_).check_config(cfg, D_SAE)
     warmup_steps = int(cfg.sparsity.warmup_fraction * steps)
     torch.manual_seed(0)
@@ -52,7 +53,7 @@ def architecture_at_target(name: str, d_in: int, target_l0: int, steps: int) -> 
     return sae
 
 
-def hard_table(steps: int, only: list[str]) -> None:
+def hard_table(steps: int, only: list[str], extra: list[str] = ()) -> None:
     hard = make_correlated_data()
     true_l0 = hard.true_l0()
     target = round(true_l0)
@@ -60,7 +61,7 @@ def hard_table(steps: int, only: list[str]) -> None:
     print("| architecture | L0 | FVU | recovered (cos > 0.9) | mean max cosine | train s |")
     print("|---|---|---|---|---|---|")
     for name in only:
-        sae = architecture_at_target(name, hard.d, target, steps)
+        sae = architecture_at_target(name, hard.d, target, steps, extra)
         start = time.perf_counter()
         train(sae, hard, coefficient=None, steps=steps, batch_size=BATCH, lr=LR)
         seconds = time.perf_counter() - start
@@ -97,9 +98,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4000, help="training steps on the hard case")
     parser.add_argument("--only", default="relu,gated,jumprelu,topk,batchtopk,matryoshka", help="architectures, comma-separated")
     parser.add_argument("--skip-easy", action="store_true", help="print only the hard table")
+    parser.add_argument("overrides", nargs="*", help="config overrides for every architecture of the hard table, e.g. sae_arch.module.target_weight=10")
     args = parser.parse_args()
     torch.set_num_threads(1)  # small matrices: threads only add overhead
-    hard_table(args.steps, args.only.split(","))
+    hard_table(args.steps, args.only.split(","), args.overrides)
     if not args.skip_easy:
         easy_table()
 

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from sae_sweeps.saes.base import SAEOutput, SparseAutoencoder, check_target_l0
 from sae_sweeps.saes.sparsity import FixedCoefficient, Sparsity, TargetPenalty
+from sae_sweeps.saes.topk import auxk_loss
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -99,6 +100,12 @@ class JumpReLUSAE(SparseAutoencoder):
     model's, where the recipe was calibrated); at width d_in the multiple is scaled by
     sqrt(576 / d_in), so that thresholds move the same distance per step relative to the
     pre-activations, whose scale at E||x||^2 = 1 falls as 1/sqrt(d_in)."""
+    dead_latent_aux_coefficient: ClassVar[float] = 1 / 32
+    """Weight of AuxK on the dead latents (as TopK's `aux_coefficient`; 0 switches it off)."""
+    dead_threshold_pull: ClassVar[float] = 1e-3
+    """Weight of the sum of the dead latents' thresholds in the auxiliary loss: under Adam its size
+    hardly matters (a dead threshold has no other gradient), it lowers them ~lr per step until they
+    fire again (0 switches it off)."""
 
     def __init__(
         self,
@@ -165,6 +172,18 @@ class JumpReLUSAE(SparseAutoencoder):
         relative_error = l0 / self.target_l0 - 1
         s = self.target_smoothing
         return self.target_weight * self.target_l0 * ((relative_error.pow(2) + s * s).sqrt() - s)
+
+    def auxiliary_loss(self, x_BD: Tensor, out: SAEOutput, dead_latents_F: Tensor) -> Tensor:
+        """For the dead latents: AuxK (docs/method.md#auxk) and a pull that lowers their thresholds.
+        A latent whose pre-activations never reach its threshold gets no gradient at all (the mask
+        is 0, and the threshold's kernel sees no entry near it), so without these it stays dead for
+        the rest of the run (docs/method.md#jumprelu)."""
+        loss = out.latents_BF.new_zeros(())
+        if self.dead_latent_aux_coefficient:
+            loss = loss + self.dead_latent_aux_coefficient * auxk_loss(x_BD, out, self.W_dec, dead_latents_F, max(1, self.d_in // 2))
+        if self.dead_threshold_pull:
+            loss = loss + self.dead_threshold_pull * (self.threshold * dead_latents_F).sum()
+        return loss
 
     def learning_rate_scales(self) -> dict[str, float]:
         # Adam moves a raw threshold by at most ~lr per step whatever its gradient, so a short run

@@ -170,3 +170,26 @@ def test_with_a_target_the_thresholds_start_where_the_sample_has_l0_equal_to_the
     l0 = (aimed.pre_activations(sample_ND) > aimed.threshold).sum(dim=1).float().mean().item()
     assert l0 == pytest.approx(5, abs=1 / 500)
     assert torch.equal(plain.threshold, torch.full((64,), 0.001))
+
+
+def test_dead_latents_get_a_gradient_back_their_threshold_lowered_and_their_encoder_trained_by_auxk():
+    """Property: a latent that never reaches its threshold gets no gradient from the reconstruction or
+    the L0 penalty; the auxiliary term gives a dead latent's threshold a positive gradient (Adam then
+    lowers it) and its encoder column one through AuxK, and leaves live latents alone."""
+    torch.manual_seed(0)
+    sae = JumpReLUSAE(d_in=8, d_sae=6, bandwidth=EPS)
+    x = torch.randn(32, 8)
+    with torch.no_grad():
+        sae.threshold.fill_(0.0)
+        sae.threshold[0] = 100.0  # latent 0 never fires
+    dead = torch.tensor([True, False, False, False, False, False])
+    out = sae(x)
+    assert out.firing_counts_F[0] == 0
+    (out.reconstruction_BD - x).pow(2).sum().backward(retain_graph=True)
+    assert sae.W_enc.grad[:, 0].eq(0).all() and sae.threshold.grad[0] == 0  # nothing reaches it otherwise
+    sae.zero_grad()
+    sae.auxiliary_loss(x, out, dead).backward()
+    assert sae.threshold.grad[0] > 0 and sae.threshold.grad[1:].eq(0).all()
+    assert sae.W_enc.grad[:, 0].abs().sum() > 0 and sae.W_enc.grad[:, 1:].eq(0).all()
+    # nothing dead: no auxiliary term
+    assert sae.auxiliary_loss(x, sae(x), torch.zeros(6, dtype=torch.bool)).item() == 0
