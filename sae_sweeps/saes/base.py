@@ -258,13 +258,13 @@ class SparseAutoencoder(nn.Module, ABC):
 
     def init_kwargs(self) -> dict[str, Any]:
         """Constructor arguments that rebuild this SAE (saved in cfg.json for `load_sae`)."""
-        return {"d_in": self.d_in, "d_sae": self.d_sae} | self.shape_kwargs(transcoder_only=True)
+        return self.shape_kwargs()
 
-    def shape_kwargs(self, transcoder_only: bool = False) -> dict[str, Any]:
-        """d_in, d_sae, d_out and skip: what another architecture needs to take this one's shape
-        (BatchTopK's JumpReLU inference form); `transcoder_only`: only d_out and skip, and only for a transcoder."""
+    def shape_kwargs(self) -> dict[str, Any]:
+        """d_in and d_sae, and a transcoder's d_out and skip: what another architecture needs to take
+        this one's shape (BatchTopK's JumpReLU inference form)."""
         io = {"d_out": self.d_out, "skip": self.W_skip is not None} if self.is_transcoder else {}
-        return io if transcoder_only else {"d_in": self.d_in, "d_sae": self.d_sae} | io
+        return {"d_in": self.d_in, "d_sae": self.d_sae} | io
 
     def saelens_cfg_extras(self) -> dict[str, Any]:
         """Architecture-specific cfg.json fields SAELens reads (e.g. `k` for TopK)."""
