@@ -50,6 +50,7 @@ def check_config(cfg: DictConfig) -> None:
         if "module" not in cfg[key] or "_target_" not in cfg[key].module:
             raise ConfigError(f"{key}={cfg[key].get('name')}: config has no module._target_ to build")
     _check_architecture(cfg, d_sae)
+    _check_loss(cfg)
 
 
 def _check_hook(cfg: DictConfig) -> HookPoint:
@@ -124,16 +125,27 @@ def _check_logger(cfg: DictConfig) -> None:
 def _check_architecture(cfg: DictConfig, d_sae: int) -> None:
     from sae_sweeps.saes.base import SettingError
 
-    target = str(cfg.sae_arch.module._target_)
-    module_name, _, class_name = target.rpartition(".")
     try:
-        architecture = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError):
-        raise ConfigError(f"sae_arch.module._target_={target}: no such class") from None
-    try:
-        architecture.check_config(cfg, d_sae)
+        _target_class(cfg, "sae_arch").check_config(cfg, d_sae)
     except SettingError as err:
         raise ConfigError(str(err)) from None
+
+
+def _check_loss(cfg: DictConfig) -> None:
+    try:
+        _target_class(cfg, "loss").check_config(cfg)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def _target_class(cfg: DictConfig, group: str) -> type:
+    """The class `<group>.module._target_` names (importing it imports torch: these checks come last)."""
+    target = str(cfg[group].module._target_)
+    module_name, _, class_name = target.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError):
+        raise ConfigError(f"{group}.module._target_={target}: no such class") from None
 
 
 def _check_number(

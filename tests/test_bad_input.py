@@ -67,6 +67,11 @@ BAD_INPUTS: dict[str, tuple[list[str], str]] = {
     "budget smaller than one batch": (["train.tokens=100"], "train.tokens=100 is smaller than one batch (train.batch_size=1024)"),
     "zero learning rate": (["train.lr=0"], "train.lr=0 must be > 0"),
     "resume that is not a yes or no": (["resume=maybe"], "resume=maybe must be true or false"),
+    "negative KL coefficient": (["loss=e2e", "loss.kl_coefficient=-1"], "loss.kl_coefficient=-1 must be a number >= 0"),
+    "downstream weight that is not a number": (["loss=e2e_ds", "loss.beta=lots"], "loss.beta=lots must be a number >= 0"),
+    "fine-tune of the whole budget": (["loss=local_then_e2e", "loss.e2e_fraction=1"], "loss.e2e_fraction=1 must be a number between 0 and 1 (exclusive): use loss=local or loss=e2e for all of one kind"),
+    "KL weight above one": (["loss=local_then_e2e", "loss.kl_weight=2"], "loss.kl_weight=2 must be a number from 0 to 1"),
+    "unknown fine-tune loss": (["loss=local_then_e2e", "loss.finetune=kl"], "loss.finetune=kl must be one of e2e, e2e_ds"),
 }
 
 

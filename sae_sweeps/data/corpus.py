@@ -90,10 +90,17 @@ class Corpus:
         acts_BTD = self.model.activations_at(tokens_BT, hook)
         return acts_BTD[~self.model.special_token_mask(tokens_BT)].float().clone()
 
-    def token_stream(self, batch_tokens: int, start_batch: int = 0) -> TokenStream:
+    def token_stream(self, batch_tokens: int, start_batch: int = 0, first_context: int = 0) -> TokenStream:
         """Batches of whole training contexts (losses that run the LM themselves), from optimiser step
-        `start_batch` on."""
-        return TokenStream(self.training_contexts(), self.contexts_per_batch(batch_tokens), start_batch)
+        `start_batch` on; the first batch begins at training context `first_context`."""
+        return TokenStream(self.training_contexts(), self.contexts_per_batch(batch_tokens), start_batch, first_context)
+
+    def contexts_read_by_activation_stream(self, batch_tokens: int, n_steps: int) -> int:
+        """How many training contexts `activation_stream` reads for `n_steps` batches (their rows fill
+        the shuffle buffer; counted from the tokens alone, without the LM); 0 when it reads the whole corpus."""
+        budget = StreamBudget(n_steps, batch_tokens, self.cfg.buffer_tokens, self.cfg.lm_batch_size, margin_batches=0)
+        rows = (int((~self.model.special_token_mask(context)).sum()) for context in self.training_contexts()())
+        return budget.contexts_needed(rows) or 0
 
     def activation_stream(
         self, hook: HookPoint, batch_tokens: int, seed: int, n_steps: int, start_batch: int = 0

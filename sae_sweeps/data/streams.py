@@ -203,16 +203,17 @@ class ActivationStream(IterableDataset):
 class TokenStream(IterableDataset):
     """[contexts_per_batch, T] token batches for losses that run the model themselves (e2e).
 
-    `start_batch=N` skips the first N batches (tokenisation only).
+    `start_batch=N` skips the first N batches (tokenisation only); the first batch begins at context
+    `first_context` of the corpus.
     """
 
-    def __init__(self, contexts: ContextSource, contexts_per_batch: int, start_batch: int = 0) -> None:
+    def __init__(self, contexts: ContextSource, contexts_per_batch: int, start_batch: int = 0, first_context: int = 0) -> None:
         self.contexts, self.contexts_per_batch = contexts, contexts_per_batch
-        self.start_batch = int(start_batch)
+        self.start_batch, self.first_context = int(start_batch), int(first_context)
 
     def __iter__(self) -> Iterator[Tensor]:
-        batches = batched(endless_contexts(self.contexts), self.contexts_per_batch)
-        return islice(batches, self.start_batch, None)
+        contexts = islice(endless_contexts(self.contexts), self.first_context, None)
+        return islice(batched(contexts, self.contexts_per_batch), self.start_batch, None)
 
 
 class RankSlice(IterableDataset):

@@ -9,8 +9,9 @@ here and a file under conf/loss/, nothing else.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
 
+from omegaconf import DictConfig
 from torch import Tensor
 from torch.utils.data import IterableDataset
 
@@ -34,8 +35,31 @@ class LossOutput(NamedTuple):
     """How many ordinary tokens the SAE encoded in this batch."""
 
 
+Phase = Literal["local", "e2e"]
+"""What a training step's objective needs: activations alone (`local`) or passes through the LM (`e2e`)."""
+PHASES: tuple[Phase, ...] = ("local", "e2e")
+
+
 class SAELoss(ABC):
     """An objective for an SAE at a hook point."""
+
+    phase: ClassVar[Phase]
+    """The kind of every step of this loss (a loss that changes objective during training overrides `phase_of`)."""
+
+    @classmethod
+    def check_config(cls, cfg: DictConfig) -> None:
+        """Raise ValueError naming the `loss.*` key of a value this loss cannot use (before any model loads)."""
+
+    def phase_of(self, batch: Tensor) -> Phase:
+        """Which kind of step `batch` makes (the summary records tokens and time per phase)."""
+        return self.phase
+
+    def state_dict(self) -> dict[str, Any]:
+        """What the loss learned during training that a resumed run needs (saved in checkpoints)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict`'s values."""
 
     @abstractmethod
     def steps_for_budget(self, data: Corpus, tokens: int, batch_tokens: int) -> int:
@@ -88,6 +112,11 @@ def input_and_target(sae: SparseAutoencoder, rows_ND: Tensor) -> tuple[Tensor, T
     if rows_ND.shape[-1] != sae.d_in + (sae.d_out or 0):
         raise ValueError(f"transcoder rows must hold d_in + d_out = {sae.d_in} + {sae.d_out} values, got {rows_ND.shape[-1]}")
     return rows_ND[..., : sae.d_in], rows_ND[..., sae.d_in :]
+
+
+def reconstruction_error(target_ND: Tensor, reconstruction_ND: Tensor) -> Tensor:
+    """Mean over tokens of ||target - reconstruction||^2 (in input-scaled units)."""
+    return (target_ND - reconstruction_ND).pow(2).sum(dim=-1).mean()
 
 
 def combine(terms: dict[str, Tensor], out: SAEOutput) -> LossOutput:

@@ -33,13 +33,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
+from omegaconf import DictConfig
 from torch import Tensor
 from torch.utils.data import IterableDataset
 
 from sae_sweeps.losses.base import LossOutput, SAELoss, architecture_terms, combine
 from sae_sweeps.models import HookPoint, LanguageModel
 from sae_sweeps.saes import SparseAutoencoder
-from sae_sweeps.splicing import SpliceHook, kl_divergence, next_token_log_probs, next_token_mask
+from sae_sweeps.splicing import Splice, SpliceHook, kl_divergence, next_token_log_probs, next_token_mask
 
 if TYPE_CHECKING:
     from sae_sweeps.data.corpus import Corpus
@@ -48,6 +49,8 @@ if TYPE_CHECKING:
 class E2ELoss(SAELoss):
     """kl_coefficient * mean over ordinary next-token positions of KL(P_orig || P_sae), plus the
     architecture's sparsity and auxiliary terms (computed on the SAE's input at the hook)."""
+
+    phase = "e2e"
 
     def steps_for_budget(self, data: Corpus, tokens: int, batch_tokens: int) -> int:
         return data.token_steps(tokens, batch_tokens)
@@ -58,9 +61,14 @@ class E2ELoss(SAELoss):
         """Whole training contexts (train.batch_size // data.context_size per step), which the loss runs through the LM."""
         return data.token_stream(batch_tokens, start_batch)
 
+    @classmethod
+    def check_config(cls, cfg: DictConfig) -> None:
+        for key in ("kl_coefficient", "beta"):
+            value = cfg.loss.get(key, 0.0)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"loss.{key}={value} must be a number >= 0")
+
     def __init__(self, kl_coefficient: float = 1.0) -> None:
-        if kl_coefficient < 0:
-            raise ValueError(f"loss.module.kl_coefficient={kl_coefficient} must be >= 0")
         self.kl_coefficient = float(kl_coefficient)
         self.model: LanguageModel | None = None
         self.hook: HookPoint | None = None
@@ -81,6 +89,15 @@ class E2ELoss(SAELoss):
         dead_latents_F: Tensor,
         output_scale: float | None = None,
     ) -> LossOutput:
+        terms, splice = self.fidelity_terms(sae, batch, input_scale, output_scale)
+        terms |= architecture_terms(sae, splice.target_ND, splice.output, sparsity_coefficient, dead_latents_F)
+        return combine(terms, splice.output)
+
+    def fidelity_terms(
+        self, sae: SparseAutoencoder, batch: Tensor, input_scale: float, output_scale: float | None = None
+    ) -> tuple[dict[str, Tensor], Splice]:
+        """The terms that measure what splicing the SAE in does to the LM (KL, and e2e_ds's downstream
+        errors), and the splice itself (the SAE's input, output and target at the hook)."""
         if self.model is None or self.hook is None:
             raise RuntimeError(f"{type(self).__name__} needs bind(model, hook) before use")
         model, hook = self.model, self.hook
@@ -107,14 +124,11 @@ class E2ELoss(SAELoss):
         sae_logits = model.logits_from(resid_BTD, hook.layer, [*splice_hook.hooks(), *_capture_hooks(downstream, spliced)])
         sae_lp = next_token_log_probs(sae_logits)
         del sae_logits
-        splice = splice_hook.splice
 
         kl_BT = kl_divergence(clean_lp, sae_lp)
-        kl = kl_BT[predict_BT].mean()
-        terms = {"kl": self.kl_coefficient * kl}
+        terms = {"kl": self.kl_coefficient * kl_BT[predict_BT].mean()}
         terms |= self.extra_terms(clean, spliced, ordinary_BT, input_scale)
-        terms |= architecture_terms(sae, splice.target_ND, splice.output, sparsity_coefficient, dead_latents_F)
-        return combine(terms, splice.output)
+        return terms, splice_hook.splice
 
     def extra_terms(
         self, clean: dict[str, Tensor], spliced: dict[str, Tensor], ordinary_BT: Tensor, input_scale: float
@@ -129,8 +143,6 @@ class E2EDownstreamLoss(E2ELoss):
 
     def __init__(self, kl_coefficient: float = 0.5, beta: float = 2.5) -> None:
         super().__init__(kl_coefficient)
-        if beta < 0:
-            raise ValueError(f"loss.module.beta={beta} must be >= 0")
         self.beta = float(beta)
 
     def downstream_hooks(self) -> list[str]:

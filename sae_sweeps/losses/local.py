@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from torch import Tensor
 from torch.utils.data import IterableDataset
 
-from sae_sweeps.losses.base import LossOutput, SAELoss, architecture_terms, combine, input_and_target
+from sae_sweeps.losses.base import LossOutput, SAELoss, architecture_terms, combine, input_and_target, reconstruction_error
 from sae_sweeps.models import HookPoint
 from sae_sweeps.saes import SparseAutoencoder
 
@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 class LocalLoss(SAELoss):
     """Mean over tokens of the squared reconstruction error (in input-scaled units) plus the
     architecture's sparsity and auxiliary terms."""
+
+    phase = "local"
 
     def steps_for_budget(self, data: Corpus, tokens: int, batch_tokens: int) -> int:
         return max(1, tokens // batch_tokens)
@@ -42,6 +44,6 @@ class LocalLoss(SAELoss):
         x_ND = x_ND * input_scale
         target_ND = x_ND if not sae.is_transcoder else target_ND * (input_scale if output_scale is None else output_scale)
         out = sae(x_ND)
-        terms = {"reconstruction": (target_ND - out.reconstruction_BD).pow(2).sum(dim=-1).mean()}
+        terms = {"reconstruction": reconstruction_error(target_ND, out.reconstruction_BD)}
         terms |= architecture_terms(sae, target_ND, out, sparsity_coefficient, dead_latents_F)
         return combine(terms, out)

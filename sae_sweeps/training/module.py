@@ -12,6 +12,7 @@ from torch import Tensor
 
 from sae_sweeps.evaluation import metrics
 from sae_sweeps.losses import SAELoss
+from sae_sweeps.losses.base import PHASES, Phase
 from sae_sweeps.saes import SparseAutoencoder
 from sae_sweeps.training.schedules import Schedule
 
@@ -46,12 +47,19 @@ class SAETrainingModule(L.LightningModule):
         self.loss_history: list[Tensor] = []  # detached, on device: no host sync per step
         self._seconds_before_resume = 0.0
         self._started_at: float | None = None
+        self.phase_tokens_P = torch.zeros(len(PHASES), dtype=torch.long)
+        """Tokens trained in each kind of step (`PHASES` order; over every data-parallel rank and every (re)start)."""
+        self.phase_seconds: dict[Phase, float] = dict.fromkeys(PHASES, 0.0)
+        """Wall time of each kind of step, its batch's loading included (this rank; every (re)start)."""
+        self._step_phase: Phase | None = None
+        self._last_step_end: float | None = None
 
     def dead_latents(self) -> Tensor:
         return self.tokens_since_fired_F >= self.dead_window_tokens
 
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
         coefficient = self.sae.sparsity.coefficient() * self.schedule.sparsity_factor(self.global_step)
+        self._step_phase = self.loss_fn.phase_of(batch)
         out = self.loss_fn(self.sae, batch, self.input_scale, coefficient, self.dead_latents(), self.output_scale)
         batch_l0 = out.firing_counts_F.detach().sum() / out.n_tokens
         self.sae.sparsity.observe(self.trainer.strategy.reduce(batch_l0, reduce_op="mean"), self.global_step)
@@ -93,6 +101,8 @@ class SAETrainingModule(L.LightningModule):
         ).long()
         self.tokens_since_fired_F.add_(n_tokens_all).masked_fill_(fired_count_F > 0, 0)
         self.tokens_trained += n_tokens_all
+        self.phase_tokens_P = self.phase_tokens_P.to(n_tokens_all.device)  # a no-op after the first step
+        self.phase_tokens_P[PHASES.index(self._step_phase)] += n_tokens_all
 
     def loss_at_start_and_end(self) -> tuple[float, float]:
         """Mean training loss over the first and the last tenth of the steps this process ran."""
@@ -101,6 +111,10 @@ class SAETrainingModule(L.LightningModule):
         losses = torch.stack(self.loss_history).float().cpu()
         tenth = max(1, len(losses) // 10)
         return losses[:tenth].mean().item(), losses[-tenth:].mean().item()
+
+    def phase_tokens(self) -> dict[Phase, int]:
+        """Tokens trained in each kind of step, by phase."""
+        return dict(zip(PHASES, self.phase_tokens_P.tolist()))
 
     def dead_fraction(self) -> float:
         window = min(self.dead_window_tokens, int(self.tokens_trained))
@@ -130,7 +144,13 @@ class SAETrainingModule(L.LightningModule):
         return [{"params": params, "lr": self.lr * scale} for scale, params in groups.items()]
 
     def on_train_start(self) -> None:
-        self._started_at = time.perf_counter()
+        self._started_at = self._last_step_end = time.perf_counter()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        now = time.perf_counter()
+        if self._step_phase is not None and self._last_step_end is not None:
+            self.phase_seconds[self._step_phase] += now - self._last_step_end
+        self._last_step_end = now
 
     def train_seconds(self) -> float:
         """Wall time spent in training steps, summed over every (re)start of the job."""
@@ -143,6 +163,8 @@ class SAETrainingModule(L.LightningModule):
         checkpoint["train_seconds"] = self.train_seconds()
         checkpoint["loss_history"] = [loss.cpu() for loss in self.loss_history]
         checkpoint["sparsity"] = self.sae.sparsity.state_dict()
+        checkpoint["loss"] = self.loss_fn.state_dict()
+        checkpoint["phase_tokens"], checkpoint["phase_seconds"] = self.phase_tokens(), dict(self.phase_seconds)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.input_scale = checkpoint["input_scale"]
@@ -150,3 +172,7 @@ class SAETrainingModule(L.LightningModule):
         self._seconds_before_resume = checkpoint["train_seconds"]
         self.loss_history = [loss.to(self.device) for loss in checkpoint["loss_history"]]
         self.sae.sparsity.load_state_dict(checkpoint["sparsity"])
+        self.loss_fn.load_state_dict(checkpoint.get("loss", {}))  # absent before losses had state (local_then_e2e)
+        tokens = checkpoint.get("phase_tokens", {})
+        self.phase_tokens_P = torch.tensor([tokens.get(phase, 0) for phase in PHASES], dtype=torch.long)
+        self.phase_seconds |= checkpoint.get("phase_seconds", {})
