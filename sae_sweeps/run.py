@@ -25,7 +25,7 @@ from sae_sweeps.losses import SAELoss
 from sae_sweeps.losses.base import input_and_target
 from sae_sweeps.models import HookError, HookPoint, LanguageModel
 from sae_sweeps.run_config import (
-    activation_cache_root, dead_window_tokens, dictionary_size, eval_cache_root, every_n_steps, hook_point, preset_widths,
+    activation_cache_root, clean_pass_root, dead_window_tokens, dictionary_size, eval_cache_root, every_n_steps, hook_point, preset_widths,
 )
 from sae_sweeps.run_directory import CHECKPOINT_FINGERPRINT_KEY, config_fingerprint, write_json_atomically
 from sae_sweeps.run_logging import log_evaluation, log_summary_to_wandb
@@ -49,7 +49,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     config (a requeued or preempted job) resumes from it."""
     configure_process(cfg)  # TF32, threads: before the LM first runs
     model, hook = load_model(cfg)
-    data = Corpus(cfg.data, model, activation_cache_root(cfg), cfg.model.get("hf_name"))
+    data = Corpus(cfg.data, model, activation_cache_root(cfg), cfg.model.get("hf_name"), clean_pass_root(cfg))
     loss = build_loss(cfg, model, hook)
     n_steps = loss.steps_for_budget(data, cfg.train.tokens, cfg.train.batch_size)
     schedule = build_schedule(cfg, n_steps)

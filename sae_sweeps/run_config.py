@@ -59,6 +59,14 @@ def activation_cache_root(cfg: DictConfig) -> Path | None:
     return Path(str(cfg.paths.activation_cache)).expanduser()
 
 
+def clean_pass_root(cfg: DictConfig) -> Path | None:
+    """Where end-to-end runs share the clean LM's passes over their training contexts (`paths.clean_pass_cache`),
+    or None with `data.clean_pass_cache=false` (each step runs them)."""
+    if not cfg.data.get("clean_pass_cache", True):
+        return None
+    return Path(str(cfg.paths.clean_pass_cache)).expanduser()
+
+
 def eval_cache_root(cfg: DictConfig) -> Path | None:
     """Where runs share the held-out set's clean and zero-ablated passes (`paths.eval_cache`), or
     None with `data.eval_cache=false` (each run computes its own, once)."""

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from sae_sweeps.console import cache_build_bar
 from sae_sweeps.data import text
 from sae_sweeps.data.activation_cache import ActivationCache, CachedActivationStream, StreamBudget, cache_key_fields
+from sae_sweeps.data.clean_passes import CleanPassStream
 from sae_sweeps.data.streams import ActivationStream, ContextSource, TokenStream
 from sae_sweeps.data.tokens import first_contexts, pack_contexts
 from sae_sweeps.models import HookPoint, LanguageModel
@@ -33,6 +34,7 @@ class Corpus:
         model: LanguageModel,
         activation_cache_root: Path | None = None,
         model_hf_name: str | None = None,
+        clean_pass_root: Path | None = None,
     ) -> None:
         self.cfg, self.model = data, model
         self.dataset = text.load_text_dataset(data)
@@ -41,6 +43,8 @@ class Corpus:
         """Where activation streams read the shared on-disk cache (run_config.activation_cache_root); None: live LM."""
         self.model_hf_name = model_hf_name
         """The model's hub name, part of the cache key."""
+        self.clean_pass_root = clean_pass_root
+        """Where context streams read the clean LM's passes over their contexts (run_config.clean_pass_root); None: bare tokens."""
 
     def contexts(self, held_out: bool) -> Iterator[Tensor]:
         """The held-out or the training contexts: whole documents apart, or for a corpus of few
@@ -94,6 +98,19 @@ class Corpus:
         """Batches of whole training contexts (losses that run the LM themselves), from optimiser step
         `start_batch` on; the first batch begins at training context `first_context`."""
         return TokenStream(self.training_contexts(), self.contexts_per_batch(batch_tokens), start_batch, first_context)
+
+    def context_stream(
+        self, hook: HookPoint, batch_tokens: int, n_steps: int, start_batch: int = 0, first_context: int = 0
+    ) -> IterableDataset:
+        """`token_stream`'s batches for a run of `n_steps` end-to-end steps; with a clean-pass cache, each batch
+        a `ContextBatch` that carries the clean LM's passes over its contexts, shared by every run on them
+        (data/clean_passes.py)."""
+        if self.clean_pass_root is None:
+            return self.token_stream(batch_tokens, start_batch, first_context)
+        return CleanPassStream(
+            self.model, hook, self.training_contexts(), self.contexts_per_batch(batch_tokens), n_steps,
+            self.clean_pass_root, self.cache_fields(hook), start_batch, first_context,
+        )
 
     def contexts_read_by_activation_stream(self, batch_tokens: int, n_steps: int) -> int:
         """How many training contexts `activation_stream` reads for `n_steps` batches (their rows fill

@@ -37,6 +37,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 from torch.utils.data import IterableDataset
 
+from sae_sweeps.data.clean_passes import ContextBatch
 from sae_sweeps.losses.base import LossOutput, SAELoss, architecture_terms, combine
 from sae_sweeps.models import HookPoint, LanguageModel
 from sae_sweeps.saes import SparseAutoencoder
@@ -58,8 +59,9 @@ class E2ELoss(SAELoss):
     def training_stream(
         self, data: Corpus, hook: HookPoint, batch_tokens: int, seed: int, n_steps: int, start_batch: int = 0
     ) -> IterableDataset:
-        """Whole training contexts (train.batch_size // data.context_size per step), which the loss runs through the LM."""
-        return data.token_stream(batch_tokens, start_batch)
+        """Whole training contexts (train.batch_size // data.context_size per step), which the loss runs through the
+        LM, with the clean LM's passes over them where the corpus shares them (data/clean_passes.py)."""
+        return data.context_stream(hook, batch_tokens, n_steps, start_batch)
 
     @classmethod
     def check_config(cls, cfg: DictConfig) -> None:
@@ -101,20 +103,25 @@ class E2ELoss(SAELoss):
         if self.model is None or self.hook is None:
             raise RuntimeError(f"{type(self).__name__} needs bind(model, hook) before use")
         model, hook = self.model, self.hook
-        tokens_BT = batch.to(model.device)
+        batch = batch.to(model.device)
+        clean_passes = batch if isinstance(batch, ContextBatch) else None
+        tokens_BT = batch.tokens_BT if clean_passes is not None else batch
         ordinary_BT = ~model.special_token_mask(tokens_BT)
         predict_BT = next_token_mask(ordinary_BT)
         if not predict_BT.any():
             raise ValueError("the batch has no ordinary next-token positions to train on")
         downstream = self.downstream_hooks()
 
-        # 1. The shared prefix: blocks 0..l-1, once, without a graph.
-        resid_BTD = model.residual_before(tokens_BT, hook.layer)
+        # 1. The shared prefix: blocks 0..l-1, once, without a graph (or computed once for every run on these contexts).
+        resid_BTD = clean_passes.resid_BTD if clean_passes is not None else model.residual_before(tokens_BT, hook.layer)
 
-        # 2. The clean pass from block l, without a graph.
+        # 2. The clean pass from block l, without a graph (from the shared passes: the unembedding alone).
         clean: dict[str, Tensor] = {}
         with torch.no_grad():
-            clean_logits = model.logits_from(resid_BTD, hook.layer, _capture_hooks(downstream, clean))
+            if clean_passes is not None and not downstream:
+                clean_logits = model.unembed(clean_passes.unembed_input_BTD)
+            else:
+                clean_logits = model.logits_from(resid_BTD, hook.layer, _capture_hooks(downstream, clean))
             clean_lp = next_token_log_probs(clean_logits)
             del clean_logits
 

@@ -90,11 +90,12 @@ class LocalThenE2ELoss(SAELoss):
     ) -> IterableDataset:
         if self.local_steps is None:
             raise RuntimeError("steps_for_budget must come before training_stream: it splits the budget")
-        return PhasedStream(data, hook, batch_tokens, seed, self.local_steps, start_batch)
+        return PhasedStream(data, hook, batch_tokens, seed, self.local_steps, n_steps, start_batch)
 
     def phase_of(self, batch: Tensor) -> Phase:
-        # The streams say which phase a batch is for: token ids go through the LM, activation rows do not.
-        return "local" if batch.is_floating_point() else "e2e"
+        # The streams say which phase a batch is for: activation rows (floats) are reconstructed; token contexts
+        # (ids, or a ContextBatch) go through the LM.
+        return "local" if isinstance(batch, Tensor) and batch.is_floating_point() else "e2e"
 
     def __call__(
         self,
@@ -125,18 +126,21 @@ class LocalThenE2ELoss(SAELoss):
 
 
 class PhasedStream(IterableDataset):
-    """The local phase's activation batches for steps [0, local_steps), then the fine-tune's token batches,
-    from the training contexts after those the local phase read; from step `start_batch` on."""
+    """The local phase's activation batches for steps [0, local_steps), then the fine-tune's context batches
+    for steps [local_steps, n_steps), from the training contexts after those the local phase read; from
+    step `start_batch` on."""
 
     def __init__(
-        self, data: Corpus, hook: HookPoint, batch_tokens: int, seed: int, local_steps: int, start_batch: int = 0
+        self, data: Corpus, hook: HookPoint, batch_tokens: int, seed: int, local_steps: int, n_steps: int, start_batch: int = 0
     ) -> None:
         self.data, self.hook, self.batch_tokens, self.seed = data, hook, batch_tokens, seed
-        self.local_steps, self.start_batch = local_steps, int(start_batch)
+        self.local_steps, self.n_steps, self.start_batch = local_steps, n_steps, int(start_batch)
 
     def __iter__(self) -> Iterator[Tensor]:
         if self.start_batch < self.local_steps:
             local = self.data.activation_stream(self.hook, self.batch_tokens, self.seed, self.local_steps, self.start_batch)
             yield from islice(local, self.local_steps - self.start_batch)
         first_context = self.data.contexts_read_by_activation_stream(self.batch_tokens, self.local_steps)
-        yield from self.data.token_stream(self.batch_tokens, max(0, self.start_batch - self.local_steps), first_context)
+        yield from self.data.context_stream(
+            self.hook, self.batch_tokens, self.n_steps - self.local_steps, max(0, self.start_batch - self.local_steps), first_context
+        )
