@@ -1,8 +1,10 @@
 """Wall time of one e2e (and e2e+ds) training step relative to one local step, next to the ratio
-the cost model of docs/method.md#cost-model predicts.
+the cost model of docs/method.md#cost-model predicts; and what local_then_e2e costs per token at
+each e2e fraction, relative to full e2e and to local.
 
     python benchmarks/e2e_step_cost.py                         # model=tiny, seconds
     python benchmarks/e2e_step_cost.py --model smollm2_135m    # the real offline model (minutes on 2 cores)
+    python benchmarks/e2e_step_cost.py --fractions 0.05,0.1,0.25
 
 Both steps see the same model, hook, SAE (TopK) and batch of token contexts, and do what the trainer
 does per step:
@@ -29,6 +31,12 @@ the causal saving, as in Kaplan et al.):
         + [sum_{i>=l} B_i + U + S_bwd + K_bwd]       (backward to the SAE)
         + A
   e2e+ds adds a squared error per later block (~3 d per block, negligible).
+  local_cached = A                                   (rows from the activation cache: no prefix)
+  e2e_shared   = e2e - sum_{i<l} F_i - sum_{i>=l} F_i (the prefix and the clean blocks from the shared
+                                                      clean passes, data/clean_passes.py; U + S stay)
+  local_then_e2e(F) per token = (1 - F) local_cached + F e2e_shared   (its two phases, by tokens)
+The measured local_then_e2e cost composes the measured steps the same way; the script also prints
+how far the KL of a step from the shared clean passes is from the live step's.
 Ratios are of FLOPs per token; the script also reports each step's achieved FLOP/s as a fraction of
 the machine's measured dense-matmul FLOP/s (docs/method.md#cost-model).
 """
@@ -48,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import hydra.utils  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
+from sae_sweeps.data.clean_passes import ContextBatch, compute_clean_passes  # noqa: E402
 from sae_sweeps.losses.e2e import E2EDownstreamLoss, E2ELoss  # noqa: E402
 from sae_sweeps.losses.local import LocalLoss  # noqa: E402
 from sae_sweeps.models import HookPoint, LanguageModel  # noqa: E402
@@ -87,7 +96,13 @@ def predicted_flops(model: LanguageModel, layer: int, n: int, T: int) -> dict[st
     local = prefix + A
     e2e = prefix + 2 * later_fwd + K + sum(B[layer:]) + U + S_bwd + K_bwd + A
     e2e_ds = e2e + 3 * d * (model.n_layers - layer - 1)
-    return {"local": local, "e2e": e2e, "e2e_ds": e2e_ds}
+    e2e_shared = e2e - prefix - sum(F[layer:])
+    return {"local": local, "local_cached": A, "e2e": e2e, "e2e_shared": e2e_shared, "e2e_ds": e2e_ds}
+
+
+def local_then_e2e_cost(per_token: dict[str, float], fraction: float) -> float:
+    """Cost per token of local_then_e2e: its local phase on cached rows, its fine-tune on shared clean passes."""
+    return (1 - fraction) * per_token["local_cached"] + fraction * per_token["e2e_shared"]
 
 
 def matmul_flops_per_second(size: int = 1024, repeats: int = 5) -> float:
@@ -119,7 +134,23 @@ def make_steps(model: LanguageModel, hook: HookPoint, sae: TopKSAE, tokens: torc
         acts = model.activations_at(tokens, hook)  # the prefix the activation stream runs
         step(local, acts[~model.special_token_mask(tokens)].clone())
 
-    return {"local": local_step, "e2e": lambda: step(e2e, tokens), "e2e_ds": lambda: step(e2e_ds, tokens)}
+    rows = model.activations_at(tokens, hook)[~model.special_token_mask(tokens)].clone()  # as read from the cache
+    shared = ContextBatch(tokens, *compute_clean_passes(model, hook, tokens, len(tokens)))
+    return {
+        "local": local_step, "local_cached": lambda: step(local, rows), "e2e": lambda: step(e2e, tokens),
+        "e2e_shared": lambda: step(e2e, shared), "e2e_ds": lambda: step(e2e_ds, tokens),
+    }
+
+
+def shared_kl_error(model: LanguageModel, hook: HookPoint, sae: TopKSAE, tokens: torch.Tensor, input_scale: float) -> float:
+    """|KL from the shared clean passes - KL of the live step| on one batch, in nats per token."""
+    e2e = E2ELoss()
+    e2e.bind(model, hook)
+    dead = torch.zeros(sae.d_sae, dtype=torch.bool)
+    shared = ContextBatch(tokens, *compute_clean_passes(model, hook, tokens, len(tokens)))
+    with torch.no_grad():
+        live, cached = (float(e2e(sae, batch, input_scale, 0.0, dead).terms["kl"]) for batch in (tokens, shared))
+    return abs(live - cached)
 
 
 def time_step(fn, warmup: int, repeats: int) -> float:
@@ -144,6 +175,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--fractions", default="0.05,0.1,0.25", help="local_then_e2e's e2e fractions to cost")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -170,13 +202,20 @@ def main() -> None:
         f"threads={torch.get_num_threads()}  median of {args.repeats}"
     )
     print(f"dense matmul (1024^3 fp32): {peak / 1e9:.1f} GFLOP/s")
-    print(f"{'step':8} {'s/step':>8} {'tokens/s':>9} {'GFLOP/token':>12} {'efficiency':>10} {'measured/local':>15} {'predicted/local':>16}")
-    for name in ("local", "e2e", "e2e_ds"):
+    print(f"{'step':12} {'s/step':>8} {'tokens/s':>9} {'GFLOP/token':>12} {'efficiency':>10} {'measured/local':>15} {'predicted/local':>16}")
+    for name in ("local", "local_cached", "e2e", "e2e_shared", "e2e_ds"):
         achieved = flops[name] * n_tokens / seconds[name]
         print(
-            f"{name:8} {seconds[name]:8.3f} {n_tokens / seconds[name]:9.0f} {flops[name] / 1e9:12.4f} "
+            f"{name:12} {seconds[name]:8.3f} {n_tokens / seconds[name]:9.0f} {flops[name] / 1e9:12.4f} "
             f"{achieved / peak:10.1%} {seconds[name] / seconds['local']:15.2f} {flops[name] / flops['local']:16.2f}"
         )
+    print(f"shared clean passes: |KL - live KL| = {shared_kl_error(model, hook, sae, tokens, input_scale):.2e} nats/token")
+    print("local_then_e2e per token (local phase on cached rows, fine-tune on shared clean passes), measured (predicted):")
+    print(f"{'e2e_fraction':>12} {'/ full e2e':>16} {'/ e2e shared':>16} {'/ local cached':>16} {'/ local live':>16}")
+    for fraction in (float(f) for f in args.fractions.split(",")):
+        measured, predicted = local_then_e2e_cost(seconds, fraction), local_then_e2e_cost(flops, fraction)
+        ratios = [f"{measured / seconds[name]:7.3f} ({predicted / flops[name]:6.3f})" for name in ("e2e", "e2e_shared", "local_cached", "local")]
+        print(f"{fraction:12g} " + " ".join(f"{r:>16}" for r in ratios))
 
 
 if __name__ == "__main__":

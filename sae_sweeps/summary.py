@@ -14,7 +14,7 @@ SUMMARY_VERSION = 6
 """Bumped whenever a field changes meaning, appears or goes away (1: before the contract was declared here;
 2: declared here; 3: a `<name>_se` standard error beside each held-out estimate; 4: the `sparse_probing_*`
 fields, None on data without labels; 5: transcoders: `kind`, `hook_input`, and `hook` names the written hook; 6: tokens and time per kind of
-step, `local_tokens`, `local_seconds`, `e2e_tokens`, `e2e_seconds`)."""
+step, `local_tokens`, `local_seconds`, `e2e_tokens`, `e2e_seconds`; `train_seconds` without evaluations)."""
 SE_SUFFIX = "_se"
 """`<name>_se` is the standard error of metric `<name>` (docs/method.md#standard-errors)."""
 SUMMARY_FILENAME = "summary.json"
@@ -98,11 +98,12 @@ class TrainingRecord:
     tokens_trained: int = headline()
     """Tokens the SAE was trained on, over every data-parallel rank."""
     train_seconds: float = headline()
-    """Wall time in training steps, summed over every (re)start of the job."""
+    """Wall time of the training steps and the loading of their batches, summed over every (re)start of the job;
+    held-out evaluations (during and after training) excluded."""
     local_tokens: int = field()
     """Of tokens_trained, those trained on activations alone (the local loss, local_then_e2e's first phase)."""
     local_seconds: float = field()
-    """Wall time of those steps, loading their batches included."""
+    """Wall time of those steps, loading their batches included (with e2e_seconds: train_seconds)."""
     e2e_tokens: int = field()
     """Of tokens_trained, those trained through the LM (e2e, e2e_ds, local_then_e2e's fine-tune)."""
     e2e_seconds: float = field()

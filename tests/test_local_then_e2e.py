@@ -137,5 +137,7 @@ def test_the_issues_sweep_completes_with_complete_summaries_and_one_lm_pass_for_
         fraction = summary["config"]["loss"]["e2e_fraction"]
         assert summary["local_tokens"] == (8192 - round(fraction * 8192)) // 512 * 512
         assert summary["e2e_tokens"] > 0 and summary["e2e_seconds"] > 0 and summary["local_seconds"] > 0
+        # The phases' times add up to the training time (evaluations in neither).
+        assert summary["local_seconds"] + summary["e2e_seconds"] == pytest.approx(summary["train_seconds"], rel=0.05, abs=0.5)
     builds = [p for p in tmp_path.glob("multirun/*/*/*/launch.log") if "activation cache: building" in p.read_text()]
     assert len(builds) == 1

@@ -90,7 +90,9 @@ class CleanPassStream(IterableDataset):
         contexts_NT = torch.cat(list(islice(batches, self.n_steps)))
         key = lm_pass_key("training_clean_passes", FORMAT_VERSION, self.cache_fields, contexts_NT, self.contexts_per_batch)
         compute = lambda: compute_clean_passes(self.model, self.hook, contexts_NT, self.contexts_per_batch)  # noqa: E731
-        resid_NTD, unembed_input_NTD = cached_tensors(self.root, key, TENSORS, compute, "the clean passes over the e2e training contexts")
+        resid_NTD, unembed_input_NTD = cached_tensors(
+            self.root, key, TENSORS, compute, "the clean passes over the e2e training contexts", "clean-pass cache"
+        )
         for step in range(self.start_batch, self.n_steps):
             rows = slice(step * self.contexts_per_batch, (step + 1) * self.contexts_per_batch)
             yield ContextBatch(contexts_NT[rows], resid_NTD[rows], unembed_input_NTD[rows])

@@ -40,11 +40,12 @@ def lm_pass_key(kind: str, format_version: int, cache_fields: dict[str, Any], to
 
 
 def cached_tensors(
-    root: Path, key_fields: dict[str, Any], names: Sequence[str], compute: Callable[[], Sequence[Tensor]], what: str
+    root: Path, key_fields: dict[str, Any], names: Sequence[str], compute: Callable[[], Sequence[Tensor]], what: str,
+    cache_name: str = "evaluation cache",
 ) -> tuple[Tensor, ...]:
     """The tensors `names` from `root/<key>/`, computed by `compute()` (in the order of `names`) and written
     there first if absent or damaged; one process computes them while the others wait on the directory's
-    lock. `what` names them in the message that says they are being computed."""
+    lock. `what` names them, and `cache_name` the cache, in the message that says they are being computed."""
     directory = root / cache_key(key_fields)
     directory.mkdir(parents=True, exist_ok=True)
     with file_lock(directory / LOCK, exclusive=False):
@@ -55,7 +56,7 @@ def cached_tensors(
         found = _read(directory, key_fields, names)  # another process may have written them while we waited
         if found is not None:
             return found
-        announce(f"evaluation cache: computing {what} into {directory}")
+        announce(f"{cache_name}: computing {what} into {directory}")
         tensors = tuple(compute())
         _write(directory, key_fields, names, tensors)
         return tensors

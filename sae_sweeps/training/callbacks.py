@@ -25,7 +25,8 @@ class PeriodicEvaluation(L.Callback):
         if self.every_n_steps <= 0 or step % self.every_n_steps != 0 or step + self.every_n_steps > trainer.max_steps:
             return
         if trainer.is_global_zero:
-            result = self.evaluator.evaluate(pl_module.sae, pl_module.input_scale, pl_module.output_scale)
+            with pl_module.clock_paused():
+                result = self.evaluator.evaluate(pl_module.sae, pl_module.input_scale, pl_module.output_scale)
             scalars = result.scalars() | {"dead_fraction": pl_module.dead_fraction()}
             tokens = int(pl_module.tokens_trained)
             log_evaluation(trainer.loggers, scalars, result.feature_density_histogram, tokens, step)

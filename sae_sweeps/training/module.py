@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import lightning as L
@@ -47,6 +49,8 @@ class SAETrainingModule(L.LightningModule):
         self.loss_history: list[Tensor] = []  # detached, on device: no host sync per step
         self._seconds_before_resume = 0.0
         self._started_at: float | None = None
+        self._paused_seconds = 0.0  # since _started_at: periodic evaluations, which are not training
+        self._paused_this_step = 0.0
         self.phase_tokens_P = torch.zeros(len(PHASES), dtype=torch.long)
         """Tokens trained in each kind of step (`PHASES` order; over every data-parallel rank and every (re)start)."""
         self.phase_seconds: dict[Phase, float] = dict.fromkeys(PHASES, 0.0)
@@ -145,16 +149,34 @@ class SAETrainingModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         self._started_at = self._last_step_end = time.perf_counter()
+        self._paused_seconds = self._paused_this_step = 0.0
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # Lightning calls this after the callbacks' on_train_batch_end: a periodic evaluation there is paused time.
         now = time.perf_counter()
         if self._step_phase is not None and self._last_step_end is not None:
-            self.phase_seconds[self._step_phase] += now - self._last_step_end
-        self._last_step_end = now
+            self.phase_seconds[self._step_phase] += now - self._last_step_end - self._paused_this_step
+        self._last_step_end, self._paused_this_step = now, 0.0
+
+    def on_train_end(self) -> None:
+        self._seconds_before_resume = self.train_seconds()
+        self._started_at = None
+
+    @contextmanager
+    def clock_paused(self) -> Iterator[None]:
+        """Wall time inside is not training time (a held-out evaluation during training)."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            paused = time.perf_counter() - start
+            self._paused_seconds += paused
+            self._paused_this_step += paused
 
     def train_seconds(self) -> float:
-        """Wall time spent in training steps, summed over every (re)start of the job."""
-        running = time.perf_counter() - self._started_at if self._started_at is not None else 0.0
+        """Wall time of the training steps and the loading of their batches, over every (re)start of the job
+        (evaluations excluded)."""
+        running = time.perf_counter() - self._started_at - self._paused_seconds if self._started_at is not None else 0.0
         return self._seconds_before_resume + running
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
