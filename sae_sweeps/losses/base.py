@@ -75,6 +75,14 @@ class SAELoss(ABC):
     def bind(self, model: LanguageModel, hook: HookPoint) -> None:
         """Give the loss the frozen LM and hook point, for losses that run the model."""
 
+    def fidelity_scale(
+        self, sae: SparseAutoencoder, data: Corpus, batch_tokens: int, input_scale: float, output_scale: float
+    ) -> float:
+        """This loss's fidelity term over the local reconstruction error, for `sae` as it is, on the first
+        training batch: what a sparsity coefficient set for the local loss must be multiplied by to weigh
+        the same against it (1 for losses whose fidelity is the local one, or starts as it)."""
+        return 1.0
+
     @abstractmethod
     def __call__(
         self,

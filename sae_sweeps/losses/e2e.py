@@ -38,7 +38,7 @@ from torch import Tensor
 from torch.utils.data import IterableDataset
 
 from sae_sweeps.data.clean_passes import ContextBatch
-from sae_sweeps.losses.base import LossOutput, SAELoss, architecture_terms, combine
+from sae_sweeps.losses.base import LossOutput, SAELoss, architecture_terms, combine, reconstruction_error
 from sae_sweeps.models import HookPoint, LanguageModel
 from sae_sweeps.saes import SparseAutoencoder
 from sae_sweeps.splicing import Splice, SpliceHook, kl_divergence, next_token_log_probs, next_token_mask
@@ -77,6 +77,13 @@ class E2ELoss(SAELoss):
 
     def bind(self, model: LanguageModel, hook: HookPoint) -> None:
         self.model, self.hook = model, hook
+
+    @torch.no_grad()
+    def fidelity_scale(
+        self, sae: SparseAutoencoder, data: Corpus, batch_tokens: int, input_scale: float, output_scale: float
+    ) -> float:
+        terms, splice = self.fidelity_terms(sae, next(iter(data.token_stream(batch_tokens))), input_scale, output_scale)
+        return float(sum(terms.values()) / reconstruction_error(splice.target_ND, splice.output.reconstruction_BD))
 
     def downstream_hooks(self) -> list[str]:
         """Residual-stream hooks whose clean and spliced values the loss compares (none for e2e)."""
