@@ -197,7 +197,7 @@ class RunChoices:
     """That setting's value."""
     sparsity_coefficient: float
     """`sparsity.coefficient` (unused by architectures without a penalty; with a target, where its controller started,
-    times the loss's fidelity scale: docs/method.md#target-l0-controller)."""
+    before the loss's fidelity scale multiplied it: docs/method.md#target-l0-controller)."""
     target_l0: float | None
     """`sparsity.target_l0`, the L0 the run aimed at (None: a raw k or coefficient was given); the landed L0 is `l0`."""
     d_in: int
