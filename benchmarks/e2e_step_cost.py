@@ -116,7 +116,7 @@ def matmul_flops_per_second(size: int = 1024, repeats: int = 5) -> float:
     return 2 * size**3 / min(times)
 
 
-def make_steps(model: LanguageModel, hook: HookPoint, sae: TopKSAE, tokens: torch.Tensor, input_scale: float):
+def make_steps(model: LanguageModel, hook: HookPoint, sae: TopKSAE, tokens: torch.Tensor, shared: ContextBatch, input_scale: float):
     optimizer = torch.optim.Adam(sae.parameters(), lr=1e-4)
     dead = torch.zeros(sae.d_sae, dtype=torch.bool)
     local = LocalLoss()
@@ -135,19 +135,18 @@ def make_steps(model: LanguageModel, hook: HookPoint, sae: TopKSAE, tokens: torc
         step(local, acts[~model.special_token_mask(tokens)].clone())
 
     rows = model.activations_at(tokens, hook)[~model.special_token_mask(tokens)].clone()  # as read from the cache
-    shared = ContextBatch(tokens, *compute_clean_passes(model, hook, tokens, len(tokens)))
     return {
         "local": local_step, "local_cached": lambda: step(local, rows), "e2e": lambda: step(e2e, tokens),
         "e2e_shared": lambda: step(e2e, shared), "e2e_ds": lambda: step(e2e_ds, tokens),
     }
 
 
-def shared_kl_error(model: LanguageModel, hook: HookPoint, sae: TopKSAE, tokens: torch.Tensor, input_scale: float) -> float:
+def shared_kl_error(model: LanguageModel, hook: HookPoint, sae: TopKSAE, shared: ContextBatch, input_scale: float) -> float:
     """|KL from the shared clean passes - KL of the live step| on one batch, in nats per token."""
     e2e = E2ELoss()
     e2e.bind(model, hook)
     dead = torch.zeros(sae.d_sae, dtype=torch.bool)
-    shared = ContextBatch(tokens, *compute_clean_passes(model, hook, tokens, len(tokens)))
+    tokens = shared.tokens_BT
     with torch.no_grad():
         live, cached = (float(e2e(sae, batch, input_scale, 0.0, dead).terms["kl"]) for batch in (tokens, shared))
     return abs(live - cached)
@@ -191,7 +190,8 @@ def main() -> None:
     input_scale = float((1.0 / sample.pow(2).sum(-1).mean()).sqrt())
     n_tokens = tokens.numel()
 
-    steps = make_steps(model, hook, sae, tokens, input_scale)
+    shared = ContextBatch(tokens, *compute_clean_passes(model, hook, tokens, len(tokens)))  # what the clean-pass cache holds
+    steps = make_steps(model, hook, sae, tokens, shared, input_scale)
     seconds = {name: time_step(fn, args.warmup, args.repeats) for name, fn in steps.items()}
     flops = predicted_flops(model, layer, sae.d_sae, args.context_size)
     peak = matmul_flops_per_second()
@@ -209,7 +209,7 @@ def main() -> None:
             f"{name:12} {seconds[name]:8.3f} {n_tokens / seconds[name]:9.0f} {flops[name] / 1e9:12.4f} "
             f"{achieved / peak:10.1%} {seconds[name] / seconds['local']:15.2f} {flops[name] / flops['local']:16.2f}"
         )
-    print(f"shared clean passes: |KL - live KL| = {shared_kl_error(model, hook, sae, tokens, input_scale):.2e} nats/token")
+    print(f"shared clean passes: |KL - live KL| = {shared_kl_error(model, hook, sae, shared, input_scale):.2e} nats/token")
     print("local_then_e2e per token (local phase on cached rows, fine-tune on shared clean passes), measured (predicted):")
     print(f"{'e2e_fraction':>12} {'/ full e2e':>16} {'/ e2e shared':>16} {'/ local cached':>16} {'/ local live':>16}")
     for fraction in (float(f) for f in args.fractions.split(",")):

@@ -268,6 +268,7 @@ def run_summary(
     dead = module.dead_fraction()
     loss_start, loss_end = module.loss_at_start_and_end()
     knob, value = sae.sparsity.setting()
+    phase_tokens = module.phase_tokens()
     return RunSummary(
         choices=RunChoices(
             model=cfg.model.name,
@@ -293,9 +294,9 @@ def run_summary(
             dead_window_tokens=min(dead_window_tokens(cfg), int(module.tokens_trained)),
             tokens_trained=int(module.tokens_trained),
             train_seconds=round(module.train_seconds(), 3),
-            local_tokens=module.phase_tokens()["local"],
+            local_tokens=phase_tokens["local"],
             local_seconds=round(module.phase_seconds["local"], 3),
-            e2e_tokens=module.phase_tokens()["e2e"],
+            e2e_tokens=phase_tokens["e2e"],
             e2e_seconds=round(module.phase_seconds["e2e"], 3),
             train_loss_start=loss_start,
             train_loss_end=loss_end,
