@@ -3,7 +3,8 @@ SAE code runs it: up to a hook point, from a layer onwards with hooks, and its t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor
@@ -16,6 +17,11 @@ UNEMBED_INPUT_HOOK = "unembed.hook_in"
 
 class _StopForward(Exception):
     """Raised from a hook to end a forward pass once the activation we need exists."""
+
+
+def _pass_through(hidden_states: Tensor, *args: object, **kwargs: object) -> Tensor:
+    """A transformer block's stand-in where its output is discarded: returns its input."""
+    return hidden_states
 
 
 class LanguageModel:
@@ -95,9 +101,28 @@ class LanguageModel:
         self, resid_BTD: Tensor, layer: int, fwd_hooks: Sequence[tuple[str, HookFn]] = ()
     ) -> Tensor:
         """Run blocks `layer`.. and the unembedding on a resid_pre, with optional hooks."""
-        if fwd_hooks:
-            return self.bridge.run_with_hooks(resid_BTD, start_at_layer=layer, fwd_hooks=list(fwd_hooks))
-        return self.bridge(resid_BTD, start_at_layer=layer)
+        with self._blocks_skipped_before(layer):
+            if fwd_hooks:
+                return self.bridge.run_with_hooks(resid_BTD, start_at_layer=layer, fwd_hooks=list(fwd_hooks))
+            return self.bridge(resid_BTD, start_at_layer=layer)
+
+    @contextmanager
+    def _blocks_skipped_before(self, layer: int) -> Iterator[None]:
+        """Blocks before `layer` pass their input through instead of computing.
+
+        The bridge's `start_at_layer` feeds the residual through every earlier block as if it were
+        the embedding and swaps it back in at `layer`, discarding their work: at layer 6 of 30 a
+        fifth of every spliced pass (transformer_lens 4, `_setup_start_at_layer`). Whatever the
+        skipped blocks return is discarded the same way.
+        """
+        skipped = [block.original_component for block in self.bridge.blocks[:layer]]
+        for original in skipped:
+            original.forward = _pass_through  # an instance attribute shadows the class's forward
+        try:
+            yield
+        finally:
+            for original in skipped:
+                del original.forward
 
     @torch.no_grad()
     def logits_and_unembed_input(self, resid_BTD: Tensor, layer: int) -> tuple[Tensor, Tensor]:
