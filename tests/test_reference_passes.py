@@ -82,3 +82,30 @@ def test_the_first_contexts_of_reference_passes_are_the_passes_of_the_first_cont
     whole = compute_reference_passes(tiny_model, HOOK, contexts_NT, batch_contexts=5)
     first_two = compute_reference_passes(tiny_model, HOOK, contexts_NT[:2], batch_contexts=5)
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(whole.first(2), first_two))
+
+
+def test_the_kl_from_the_clean_moments_equals_the_kl_from_the_clean_logits(tiny_model, contexts_NT, monkeypatch):
+    """The affine route (reference_passes.py: kl_offset - h . A^T p + logsumexp z(h)) against the
+    route a soft-capped model takes, which unembeds the clean pass again."""
+    torch.manual_seed(1)
+    sae = ReLUSAE(d_in=64, d_sae=128).eval()
+    with_moments = compute_reference_passes(tiny_model, HOOK, contexts_NT, batch_contexts=2)
+    assert with_moments.has_clean_moments
+    assert with_moments.clean_mean_unembedding_NTD.shape == with_moments.unembed_input_NTD.shape
+    with monkeypatch.context() as patch:
+        patch.setattr(type(tiny_model), "logits_affine_in_unembed_input", property(lambda model: False))
+        without = compute_reference_passes(tiny_model, HOOK, contexts_NT, batch_contexts=2)
+        assert not without.has_clean_moments
+        from_logits = Evaluator(tiny_model, HOOK, contexts_NT, without, batch_contexts=2).evaluate(sae, input_scale=0.5)
+    from_moments = Evaluator(tiny_model, HOOK, contexts_NT, with_moments, batch_contexts=2).evaluate(sae, input_scale=0.5)
+    assert from_moments.kl == pytest.approx(from_logits.kl, abs=1e-6)
+    assert from_moments.kl > 1e-3  # an SAE at initialisation changes the predictions (KL 0.007 here)
+    assert from_moments.ce_loss_sae == pytest.approx(from_logits.ce_loss_sae, abs=1e-6)
+    assert from_moments.standard_errors["kl"] == pytest.approx(from_logits.standard_errors["kl"], abs=1e-6)
+    # With the clean model's own unembedding input, the KL is zero.
+    resid = with_moments.unembed_input_NTD
+    offset = with_moments.clean_kl_offset_NT
+    with torch.no_grad():
+        logsumexp = tiny_model.unembed(resid).float().logsumexp(-1).double()
+    self_kl = offset - (resid.double() * with_moments.clean_mean_unembedding_NTD.double()).sum(-1) + logsumexp
+    assert self_kl.abs().max() < 1e-5

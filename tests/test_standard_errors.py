@@ -13,7 +13,7 @@ from sae_sweeps.evaluation.reference_passes import compute_reference_passes
 from sae_sweeps.evaluation.metrics import ratio_standard_error
 from sae_sweeps.models import HookPoint
 from sae_sweeps.saes.relu import ReLUSAE
-from sae_sweeps.splicing import cross_entropy, summed_over_predictions
+from sae_sweeps.splicing import cross_entropy, kl_divergence, summed_over_predictions
 from sae_sweeps.summary import METRIC_KEYS, SE_KEYS, HeldOutMetrics
 
 f64 = torch.float64
@@ -119,7 +119,7 @@ def test_held_out_sums_give_the_pooled_values_and_per_context_standard_errors():
     for ordinary_BT, x_ND, x_hat_ND, latents_NF, targets_BT, clean_lp, sae_lp, zero_lp in batches:
         predict_BT = ordinary_BT[:, :-1] & ordinary_BT[:, 1:]
         sums.add_reconstruction(x_ND, x_hat_ND, latents_NF, ordinary_BT, scale=2.0)
-        sums.add_predictions(targets_BT, predict_BT, clean_lp, sae_lp)
+        sums.add_predictions(predict_BT, cross_entropy(sae_lp, targets_BT), kl_divergence(clean_lp, sae_lp))
         ce_clean.append(summed_over_predictions(cross_entropy(clean_lp, targets_BT), predict_BT))
         ce_zero.append(summed_over_predictions(cross_entropy(zero_lp, targets_BT), predict_BT))
     result = sums.finish(torch.cat(ce_clean), torch.cat(ce_zero))

@@ -65,10 +65,10 @@ class HeldOutSums:
         self.fired_F += active_NF.sum(dim=0)
         self.tokens.add(ordinary_BT.sum(dim=1))
 
-    def add_predictions(self, targets_BT: Tensor, predict_BT: Tensor, clean_lp: Tensor, sae_lp: Tensor) -> None:
-        """Next-token log-probabilities of the clean and the spliced LM."""
-        self.ce_sae.add(summed_over_predictions(cross_entropy(sae_lp, targets_BT), predict_BT))
-        self.kl.add(summed_over_predictions(kl_divergence(clean_lp, sae_lp), predict_BT))
+    def add_predictions(self, predict_BT: Tensor, ce_sae_BT: Tensor, kl_BT: Tensor) -> None:
+        """The spliced LM's next-token cross-entropy and its KL from the clean LM at each position."""
+        self.ce_sae.add(summed_over_predictions(ce_sae_BT, predict_BT))
+        self.kl.add(summed_over_predictions(kl_BT, predict_BT))
         self.predictions.add(predict_BT.sum(dim=1))
 
     def finish(self, ce_clean_C: Tensor, ce_zero_C: Tensor) -> HeldOutMetrics:
@@ -125,8 +125,8 @@ class Evaluator:
     """Scores SAEs at one hook point on a fixed set of held-out contexts.
 
     Each evaluation runs only what the SAE changes: the spliced pass from the hook's layer on. The
-    residual it starts from, the clean logits (one unembedding away) and the clean and zero-ablated
-    cross-entropies come from the reference passes, computed once (reference_passes.py).
+    residual it starts from, what the KL needs of the clean distribution and the clean and
+    zero-ablated cross-entropies come from the reference passes, computed once (reference_passes.py).
     """
 
     def __init__(
@@ -157,10 +157,24 @@ class Evaluator:
         targets_BT, predict_BT = tokens_BT[:, 1:], next_token_mask(ordinary_BT)
         splice_hook = SpliceHook(sae, self.hook, ordinary_BT, input_scale, output_scale)
         resid_BTD = self.reference.resid_NTD[batch].to(device)
-        sae_lp = next_token_log_probs(self.model.logits_from(resid_BTD, self.hook.layer, splice_hook.hooks()))
-        clean_lp = next_token_log_probs(self.model.unembed(self.reference.unembed_input_NTD[batch].to(device)))
+        logits_BTV, unembed_input_BTD = self.model.logits_and_unembed_input(resid_BTD, self.hook.layer, splice_hook.hooks())
         splice = splice_hook.splice
         sums.add_reconstruction(
             splice.target_ND, splice.output.reconstruction_BD, splice.output.latents_BF, ordinary_BT, output_scale
         )
-        sums.add_predictions(targets_BT, predict_BT, clean_lp, sae_lp)
+        sums.add_predictions(predict_BT, *self._cross_entropy_and_kl(logits_BTV, unembed_input_BTD, targets_BT, batch))
+
+    def _cross_entropy_and_kl(self, logits_BTV: Tensor, unembed_input_BTD: Tensor, targets_BT: Tensor, batch: slice) -> tuple[Tensor, Tensor]:
+        """The spliced LM's next-token cross-entropy and KL(clean || spliced) at positions 0..T-2."""
+        device = self.model.device
+        if not self.reference.has_clean_moments:
+            clean_lp = next_token_log_probs(self.model.unembed(self.reference.unembed_input_NTD[batch].to(device)))
+            sae_lp = next_token_log_probs(logits_BTV)
+            return cross_entropy(sae_lp, targets_BT), kl_divergence(clean_lp, sae_lp)
+        predicting_logits_BTV = logits_BTV[:, :-1].float()
+        logsumexp_BT = predicting_logits_BTV.logsumexp(dim=-1)
+        ce_BT = logsumexp_BT - predicting_logits_BTV.gather(-1, targets_BT.unsqueeze(-1)).squeeze(-1)
+        mean_unembedding_BTD = self.reference.clean_mean_unembedding_NTD[batch, :-1].to(device).double()
+        expected_logit_BT = (unembed_input_BTD[:, :-1].double() * mean_unembedding_BTD).sum(dim=-1)
+        kl_BT = self.reference.clean_kl_offset_NT[batch, :-1].to(device) - expected_logit_BT + logsumexp_BT.double()
+        return ce_BT, kl_BT

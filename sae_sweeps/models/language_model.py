@@ -8,6 +8,7 @@ from contextlib import contextmanager
 
 import torch
 from torch import Tensor
+from transformer_lens.utilities.activation_functions import softcap_enabled
 
 from sae_sweeps.models.hook_point import HookError, HookPoint
 
@@ -125,16 +126,23 @@ class LanguageModel:
                 del original.forward
 
     @torch.no_grad()
-    def logits_and_unembed_input(self, resid_BTD: Tensor, layer: int) -> tuple[Tensor, Tensor]:
-        """The clean logits from a resid_pre of `layer`, and the unembedding's input on the way."""
+    def logits_and_unembed_input(
+        self, resid_BTD: Tensor, layer: int, fwd_hooks: Sequence[tuple[str, HookFn]] = ()
+    ) -> tuple[Tensor, Tensor]:
+        """The logits from a resid_pre of `layer` (with optional hooks), and the unembedding's input on the way."""
         captured: list[Tensor] = []
-        logits = self.logits_from(resid_BTD, layer, [(UNEMBED_INPUT_HOOK, lambda act, hook: captured.append(act))])
+        logits = self.logits_from(resid_BTD, layer, [*fwd_hooks, (UNEMBED_INPUT_HOOK, lambda act, hook: captured.append(act))])
         return logits, captured[0]
 
-    @torch.no_grad()
     def unembed(self, unembed_input_BTD: Tensor) -> Tensor:
-        """Logits from the unembedding's input (`logits_and_unembed_input`)."""
-        return self.bridge.unembed(unembed_input_BTD)
+        """Logits from the unembedding's input (`logits_and_unembed_input`), with the model's own transform of
+        them (Gemma 2's soft cap, Granite's scale) as its forward pass applies it."""
+        return self.bridge.adapter.apply_output_logits_transform(self.bridge.unembed(unembed_input_BTD))
+
+    @property
+    def logits_affine_in_unembed_input(self) -> bool:
+        """Whether the logits are A h + b of the unembedding's input h: no logit soft cap."""
+        return not softcap_enabled(getattr(self.bridge.cfg, "output_logits_soft_cap", None))
 
     def io_widths(self, hook: HookPoint) -> tuple[int, int]:
         """(d_in, d_out) of an SAE or transcoder at `hook`: d_model for residual hooks, d_mlp inside the
