@@ -1,13 +1,17 @@
 """BatchTopK and Matryoshka: the batch-level budget in training, the batch-independent threshold
 at inference, the JumpReLU export, and Matryoshka's nested prefix losses."""
 
+from pathlib import Path
+
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 
+from sae_sweeps.saes.base import instantiate_sae
 from sae_sweeps.saes.batchtopk import BatchTopKSAE, keep_batch_top_k
 from sae_sweeps.saes.jumprelu import JumpReLUSAE
 from sae_sweeps.saes.matryoshka import MatryoshkaSAE, resolve_prefix_sizes
-from sae_sweeps.saes.topk import TopKSAE
+from sae_sweeps.saes.topk import TopKSAE, keep_top_k
 
 
 def _sae(cls=BatchTopKSAE, **kwargs):
@@ -96,7 +100,7 @@ def test_inference_form_is_a_jumprelu_sae_with_the_scalar_threshold_and_identica
         assert torch.equal(exported(x).reconstruction_BD, sae(x).reconstruction_BD)
 
 
-def test_batchtopk_auxk_is_topk_auxk():
+def test_batchtopk_auxiliary_loss_is_topk_auxk_minus_the_pull_on_dead_biases():
     sae = _sae(aux_k=4)
     topk = TopKSAE(d_in=16, d_sae=64, k=5, aux_k=4)
     topk.load_state_dict({k: v for k, v in sae.state_dict().items() if k in topk.state_dict()})
@@ -104,8 +108,62 @@ def test_batchtopk_auxk_is_topk_auxk():
     dead = torch.zeros(64, dtype=torch.bool)
     dead[::3] = True
     out = sae(x)
-    assert torch.allclose(sae.auxiliary_loss(x, out, dead), topk.auxiliary_loss(x, out, dead))
+    pull = sae.dead_bias_pull * sae.b_enc[dead].sum()
+    assert torch.allclose(sae.auxiliary_loss(x, out, dead), topk.auxiliary_loss(x, out, dead) - pull)
     assert sae.auxiliary_loss(x, out, torch.zeros(64, dtype=torch.bool)).item() == 0.0
+
+
+def test_dead_latents_whose_pre_activations_are_all_negative_still_get_their_biases_raised():
+    # AuxK's ReLU'd code gives such a latent no gradient: only the pull can bring it back.
+    sae = _sae()
+    with torch.no_grad():
+        sae.b_enc[:8] = -100.0
+    dead = torch.zeros(64, dtype=torch.bool)
+    dead[:8] = True
+    x = torch.randn(32, 16)
+    sae.auxiliary_loss(x, sae(x), dead).backward()
+    assert torch.allclose(sae.b_enc.grad[:8], torch.full((8,), -sae.dead_bias_pull))
+    assert torch.equal(sae.b_enc.grad[8:], torch.zeros(56))  # alive latents: no pull, no AuxK
+
+
+@pytest.mark.parametrize("cls", [BatchTopKSAE, MatryoshkaSAE])
+def test_per_token_start_chooses_k_per_token_then_the_batch_budget_takes_over(cls):
+    sae = _sae(cls, per_token_fraction=0.5, training_steps=6).train()
+    assert sae.per_token_steps == 3
+    for step in range(6):
+        x = torch.randn(32, 16)
+        with torch.no_grad():
+            latents = sae(x).latents_BF
+            pre = sae.pre_activations(x)
+        per_token = (latents != 0).sum(dim=-1)
+        if step < 3:  # TopK's rule: exactly k per token
+            assert torch.equal(latents, keep_top_k(pre, 5))
+            assert (per_token == 5).all()
+        else:  # the batch budget: k on average, varying per token
+            assert torch.equal(latents, keep_batch_top_k(pre, 5))
+            assert per_token.min() < per_token.max()
+        sae.normalize_decoder()  # the trainer's call after every optimiser step
+    assert int(sae.optimizer_steps) == 6 and int(sae.threshold_updates) == 6
+
+
+def test_per_token_start_threshold_is_the_batch_budgets_statistic():
+    with_start = _sae(per_token_fraction=1.0, training_steps=10).train()
+    without = _sae().train()
+    with torch.no_grad():
+        for _ in range(5):
+            x = torch.randn(32, 16)
+            with_start(x), without(x)
+    assert with_start.threshold.item() == without.threshold.item()
+
+
+def test_a_run_passes_its_length_so_the_per_token_start_covers_its_fraction_of_the_steps():
+    conf = Path(__file__).resolve().parents[2] / "conf"
+    for arch in ("batchtopk", "matryoshka"):
+        with initialize_config_dir(config_dir=str(conf), version_base=None):
+            cfg = compose("config", overrides=[f"sae_arch={arch}", "sparsity.target_l0=8"])
+        sae = instantiate_sae(cfg, 16, 64, total_steps=100, warmup_steps=5)
+        assert sae.k == 8 and sae.per_token_steps == round(cfg.sae_arch.module.per_token_fraction * 100)
+        assert sae.sparsity.sae_arguments() == {"k": 8, "training_steps": 100}
 
 
 def test_matryoshka_prefix_sizes_from_fractions_or_absolute_sizes_end_at_d_sae():
