@@ -3,18 +3,14 @@ training, one global threshold at inference, exported as a JumpReLU SAE."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from sae_sweeps.saes.base import SAEOutput, check_setting
+from sae_sweeps.saes.base import SAEOutput
 from sae_sweeps.saes.jumprelu import JumpReLUSAE
-from sae_sweeps.saes.sparsity import HardBudget
 from sae_sweeps.saes.topk import TopKSAE, keep_top_k
-
-if TYPE_CHECKING:
-    from omegaconf import DictConfig
 
 
 def keep_batch_top_k(pre_acts_BF: Tensor, k: int) -> Tensor:
@@ -38,19 +34,19 @@ class BatchTopKSAE(TopKSAE):
     AuxK revives dead latents as for TopK (inherited), and a pull raises dead latents' encoder
     biases until they fire again (`dead_bias_pull`).
 
-    Per-token start: for the first `per_token_fraction` of a run's optimiser steps the latents are
-    chosen per token, exactly as TopK (Gao et al. 2024) chooses them; the batch-wide budget takes over
-    for the rest. Why: under the batch budget a latent gets no gradient until its pre-activation
-    beats the batch's k*B-th largest, so a feature with small activations is learned only if some
-    latent already detects it well; per-token selection gives every token k latents, as TopK does,
-    and features of quiet tokens are found. On synthetic data with known features (docs/results.md#synthetic-recovery)
-    BatchTopK from scratch found 57% of them, continued from a trained TopK SAE it kept 88%: the
-    batch budget is not the better objective's obstacle, its exploration is (with 3/4 of 4000
-    steps per token it finds 90%). Off by default (0): after the switch the batch budget needs
-    steps to recalibrate pre-activations across tokens (per-token selection leaves their scale
-    across tokens free), and a 97-step run on the default model lost fidelity (CE increase 0.94 ->
-    1.34 with half its steps per token, 3.8 with 3/4). The threshold EMA tracks the batch budget's
-    smallest kept activation throughout, per-token phase included.
+    Per-token term: `per_token_weight` x ||x - decode(TopK_k(z))||^2, the same dictionary's
+    reconstruction from each token's own k largest pre-activations (Gao et al. 2024's TopK loss; a
+    weighted sum of TopK losses at other selections is their Multi-TopK). Why: under the batch
+    budget alone a latent gets no gradient until its pre-activation beats the batch's k*B-th
+    largest, so a feature with small activations is learned only if some latent already detects it
+    well; the per-token term hands the slots of quiet tokens to weak latents, as TopK does, while the
+    main term keeps the batch budget (and its threshold) calibrated across tokens. On synthetic data
+    with known features (docs/results.md#synthetic-recovery) BatchTopK alone found 57% of them,
+    continued from a trained TopK SAE it kept 88%: its obstacle is exploration, not its objective.
+    Weight 3 of {1, 3, 8} (81 / 86 / 88% found; FVU best at 3); on the default model at T = 32 it
+    also lowered the CE increase (0.94 -> 0.76). Training a first part of the run per token
+    instead reached 90% but broke 97-step runs (the batch budget must then recalibrate across
+    tokens after the switch). It costs one more decode per step.
 
     The EMA's decay warms up as min(threshold_decay, (1 + n) / (10 + n)) after n updates: early
     batches, whose activations the SAE has since moved away from, are forgotten within ~n/10
@@ -75,32 +71,15 @@ class BatchTopKSAE(TopKSAE):
         aux_k: int | None = None,
         aux_coefficient: float = 1 / 32,
         threshold_decay: float = 0.99,
-        per_token_fraction: float = 0.0,
-        training_steps: int | None = None,
+        per_token_weight: float = 0.0,
         d_out: int | None = None,
         skip: bool = False,
     ) -> None:
-        """`training_steps`: the run's optimiser steps (the trainer passes them through `sae.sparsity`);
-        without them (a loaded SAE, a test) there is no per-token start."""
         super().__init__(d_in, d_sae, k, aux_k, aux_coefficient, d_out, skip)
         self.threshold_decay = float(threshold_decay)
-        self.per_token_fraction = float(per_token_fraction)
-        self.per_token_steps = round(self.per_token_fraction * training_steps) if training_steps else 0
+        self.per_token_weight = float(per_token_weight)
         self.register_buffer("threshold", torch.zeros(()))
         self.register_buffer("threshold_updates", torch.zeros((), dtype=torch.long))
-        self.register_buffer("optimizer_steps", torch.zeros((), dtype=torch.long))
-        self.sparsity = HardBudget(self.k, training_steps=training_steps)
-
-    @classmethod
-    def sparsity_for(cls, sparsity_cfg: DictConfig, total_steps: int, warmup_steps: int) -> HardBudget:
-        """TopK's budget, with the run's length for the per-token start."""
-        budget = super().sparsity_for(sparsity_cfg, total_steps, warmup_steps)
-        return HardBudget(budget.k, budget.target_l0, training_steps=total_steps)
-
-    @classmethod
-    def check_config(cls, cfg: DictConfig, d_sae: int) -> None:
-        super().check_config(cfg, d_sae)
-        check_setting("sae_arch.module.per_token_fraction", cfg.sae_arch.module.get("per_token_fraction", 0.0), 0, 1)
 
     def enable_fast_path(self, setting: bool | str, device: torch.device) -> bool:
         return False  # the batch-level selection has no per-token sparse decode
@@ -110,20 +89,21 @@ class BatchTopKSAE(TopKSAE):
             return threshold_activation(pre_acts_BF, self.threshold)
         latents_BF = keep_batch_top_k(pre_acts_BF, self.k)
         self._update_threshold(latents_BF)
-        if self.optimizer_steps < self.per_token_steps:
-            return keep_top_k(pre_acts_BF, self.k)
         return latents_BF
 
-    def auxiliary_loss(self, x_BD: Tensor, out: SAEOutput, dead_latents_F: Tensor) -> Tensor:
-        """AuxK, and the pull on dead latents' biases (`dead_bias_pull`)."""
-        pull = self.dead_bias_pull * (self.b_enc * dead_latents_F).sum()
-        return super().auxiliary_loss(x_BD, out, dead_latents_F) - pull
+    def per_token_reconstruction_loss(self, x_BD: Tensor, out: SAEOutput) -> Tensor:
+        """Per-token mean ||x - decode(TopK_k(z))||^2 (a skip transcoder's linear part included)."""
+        reconstruction_BD = self.decode(keep_top_k(out.pre_acts_BF, self.k))
+        if out.skip_BD is not None:
+            reconstruction_BD = reconstruction_BD + out.skip_BD
+        return (x_BD - reconstruction_BD).pow(2).sum(dim=-1).mean()
 
-    @torch.no_grad()
-    def normalize_decoder(self) -> None:
-        # The trainer calls this once after every optimiser step: the clock of the per-token start.
-        super().normalize_decoder()
-        self.optimizer_steps += 1
+    def auxiliary_loss(self, x_BD: Tensor, out: SAEOutput, dead_latents_F: Tensor) -> Tensor:
+        """AuxK, the pull on dead latents' biases (`dead_bias_pull`) and the per-token term."""
+        loss = super().auxiliary_loss(x_BD, out, dead_latents_F) - self.dead_bias_pull * (self.b_enc * dead_latents_F).sum()
+        if self.per_token_weight:
+            loss = loss + self.per_token_weight * self.per_token_reconstruction_loss(x_BD, out)
+        return loss
 
     @torch.no_grad()
     def _update_threshold(self, latents_BF: Tensor) -> None:
@@ -137,7 +117,7 @@ class BatchTopKSAE(TopKSAE):
         self.threshold_updates += 1
 
     def init_kwargs(self) -> dict[str, Any]:
-        return super().init_kwargs() | {"threshold_decay": self.threshold_decay, "per_token_fraction": self.per_token_fraction}
+        return super().init_kwargs() | {"threshold_decay": self.threshold_decay, "per_token_weight": self.per_token_weight}
 
     def inference_form(self) -> JumpReLUSAE:
         """A JumpReLU SAE whose every latent has the tracked scalar threshold."""

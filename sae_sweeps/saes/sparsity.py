@@ -55,12 +55,9 @@ class Sparsity(ABC):
 class HardBudget(Sparsity):
     """k active latents (per token, or per token on average over a batch): no penalty at all."""
 
-    def __init__(self, k: int, target_l0: float | None = None, training_steps: int | None = None) -> None:
+    def __init__(self, k: int, target_l0: float | None = None) -> None:
         self.k = int(k)
         self.target_l0 = target_l0
-        self.training_steps = training_steps
-        """The run's optimiser steps, for an SAE whose selection rule changes during training
-        (BatchTopK's per-token start); None for those whose rule never does."""
 
     def coefficient(self) -> float:
         return 0.0
@@ -69,7 +66,7 @@ class HardBudget(Sparsity):
         return "k", float(self.k)
 
     def sae_arguments(self) -> dict[str, Any]:
-        return {"k": self.k} | ({} if self.training_steps is None else {"training_steps": self.training_steps})
+        return {"k": self.k}
 
 
 class FixedCoefficient(Sparsity):

@@ -1,13 +1,9 @@
 """BatchTopK and Matryoshka: the batch-level budget in training, the batch-independent threshold
 at inference, the JumpReLU export, and Matryoshka's nested prefix losses."""
 
-from pathlib import Path
-
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-from sae_sweeps.saes.base import instantiate_sae
 from sae_sweeps.saes.batchtopk import BatchTopKSAE, keep_batch_top_k
 from sae_sweeps.saes.jumprelu import JumpReLUSAE
 from sae_sweeps.saes.matryoshka import MatryoshkaSAE, resolve_prefix_sizes
@@ -127,43 +123,34 @@ def test_dead_latents_whose_pre_activations_are_all_negative_still_get_their_bia
 
 
 @pytest.mark.parametrize("cls", [BatchTopKSAE, MatryoshkaSAE])
-def test_per_token_start_chooses_k_per_token_then_the_batch_budget_takes_over(cls):
-    sae = _sae(cls, per_token_fraction=0.5, training_steps=6).train()
-    assert sae.per_token_steps == 3
-    for step in range(6):
-        x = torch.randn(32, 16)
-        with torch.no_grad():
-            latents = sae(x).latents_BF
-            pre = sae.pre_activations(x)
-        per_token = (latents != 0).sum(dim=-1)
-        if step < 3:  # TopK's rule: exactly k per token
-            assert torch.equal(latents, keep_top_k(pre, 5))
-            assert (per_token == 5).all()
-        else:  # the batch budget: k on average, varying per token
-            assert torch.equal(latents, keep_batch_top_k(pre, 5))
-            assert per_token.min() < per_token.max()
-        sae.normalize_decoder()  # the trainer's call after every optimiser step
-    assert int(sae.optimizer_steps) == 6 and int(sae.threshold_updates) == 6
+def test_per_token_term_is_the_weighted_topk_reconstruction_of_the_same_dictionary(cls):
+    # The term the per-token weight multiplies is exactly a TopK SAE's reconstruction error with
+    # these weights, while the code the SAE returns stays the batch budget's.
+    with_term, without = _sae(cls, per_token_weight=3.0), _sae(cls)
+    topk = TopKSAE(d_in=16, d_sae=64, k=5)
+    topk.load_state_dict({k: v for k, v in with_term.state_dict().items() if k in topk.state_dict()})
+    x = torch.randn(32, 16)
+    dead = torch.zeros(64, dtype=torch.bool)
+    out = with_term(x)
+    assert torch.equal(out.latents_BF, without(x).latents_BF)
+    topk_error = (x - topk(x).reconstruction_BD).pow(2).sum(-1).mean()
+    assert torch.allclose(with_term.per_token_reconstruction_loss(x, out), topk_error, rtol=1e-5)
+    assert torch.allclose(
+        with_term.auxiliary_loss(x, out, dead), without.auxiliary_loss(x, out, dead) + 3.0 * topk_error, rtol=1e-5
+    )
 
 
-def test_per_token_start_threshold_is_the_batch_budgets_statistic():
-    with_start = _sae(per_token_fraction=1.0, training_steps=10).train()
-    without = _sae().train()
-    with torch.no_grad():
-        for _ in range(5):
-            x = torch.randn(32, 16)
-            with_start(x), without(x)
-    assert with_start.threshold.item() == without.threshold.item()
-
-
-def test_a_run_passes_its_length_so_the_per_token_start_covers_its_fraction_of_the_steps():
-    conf = Path(__file__).resolve().parents[2] / "conf"
-    for arch in ("batchtopk", "matryoshka"):
-        with initialize_config_dir(config_dir=str(conf), version_base=None):
-            cfg = compose("config", overrides=[f"sae_arch={arch}", "sparsity.target_l0=8"])
-        sae = instantiate_sae(cfg, 16, 64, total_steps=100, warmup_steps=5)
-        assert sae.k == 8 and sae.per_token_steps == round(cfg.sae_arch.module.per_token_fraction * 100)
-        assert sae.sparsity.sae_arguments() == {"k": 8, "training_steps": 100}
+def test_per_token_term_trains_latents_the_batch_budget_leaves_out():
+    # A token with small activations gets no latent from the batch budget, hence no gradient from
+    # the main term; the per-token term gives its k largest pre-activations one.
+    sae = _sae(per_token_weight=1.0).train()
+    x = torch.randn(32, 16)
+    x[0] *= 1e-3  # a quiet token
+    out = sae(x)
+    assert int((out.latents_BF[0] != 0).sum()) == 0
+    quiet_top = out.pre_acts_BF[0].topk(5).indices
+    sae.per_token_reconstruction_loss(x, out).backward()
+    assert (sae.W_dec.grad[quiet_top].abs().sum(dim=-1) > 0).all()
 
 
 def test_matryoshka_prefix_sizes_from_fractions_or_absolute_sizes_end_at_d_sae():
