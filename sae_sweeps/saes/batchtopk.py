@@ -10,7 +10,7 @@ from torch import Tensor
 
 from sae_sweeps.saes.base import SAEOutput
 from sae_sweeps.saes.jumprelu import JumpReLUSAE
-from sae_sweeps.saes.topk import TopKSAE, keep_top_k
+from sae_sweeps.saes.topk import TopKSAE, per_token_topk_error
 
 
 def keep_batch_top_k(pre_acts_BF: Tensor, k: int) -> Tensor:
@@ -91,18 +91,11 @@ class BatchTopKSAE(TopKSAE):
         self._update_threshold(latents_BF)
         return latents_BF
 
-    def per_token_reconstruction_loss(self, x_BD: Tensor, out: SAEOutput) -> Tensor:
-        """Per-token mean ||x - decode(TopK_k(z))||^2 (a skip transcoder's linear part included)."""
-        reconstruction_BD = self.decode(keep_top_k(out.pre_acts_BF, self.k))
-        if out.skip_BD is not None:
-            reconstruction_BD = reconstruction_BD + out.skip_BD
-        return (x_BD - reconstruction_BD).pow(2).sum(dim=-1).mean()
-
     def auxiliary_loss(self, x_BD: Tensor, out: SAEOutput, dead_latents_F: Tensor) -> Tensor:
         """AuxK, the pull on dead latents' biases (`dead_bias_pull`) and the per-token term."""
         loss = super().auxiliary_loss(x_BD, out, dead_latents_F) - self.dead_bias_pull * (self.b_enc * dead_latents_F).sum()
         if self.per_token_weight:
-            loss = loss + self.per_token_weight * self.per_token_reconstruction_loss(x_BD, out)
+            loss = loss + self.per_token_weight * per_token_topk_error(self, x_BD, out, self.k)
         return loss
 
     @torch.no_grad()

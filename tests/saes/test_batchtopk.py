@@ -7,7 +7,7 @@ import torch
 from sae_sweeps.saes.batchtopk import BatchTopKSAE, keep_batch_top_k
 from sae_sweeps.saes.jumprelu import JumpReLUSAE
 from sae_sweeps.saes.matryoshka import MatryoshkaSAE, resolve_prefix_sizes
-from sae_sweeps.saes.topk import TopKSAE, keep_top_k
+from sae_sweeps.saes.topk import TopKSAE, per_token_topk_error
 
 
 def _sae(cls=BatchTopKSAE, **kwargs):
@@ -134,7 +134,7 @@ def test_per_token_term_is_the_weighted_topk_reconstruction_of_the_same_dictiona
     out = with_term(x)
     assert torch.equal(out.latents_BF, without(x).latents_BF)
     topk_error = (x - topk(x).reconstruction_BD).pow(2).sum(-1).mean()
-    assert torch.allclose(with_term.per_token_reconstruction_loss(x, out), topk_error, rtol=1e-5)
+    assert torch.allclose(per_token_topk_error(with_term, x, out, 5), topk_error, rtol=1e-5)
     assert torch.allclose(
         with_term.auxiliary_loss(x, out, dead), without.auxiliary_loss(x, out, dead) + 3.0 * topk_error, rtol=1e-5
     )
@@ -149,7 +149,7 @@ def test_per_token_term_trains_latents_the_batch_budget_leaves_out():
     out = sae(x)
     assert int((out.latents_BF[0] != 0).sum()) == 0
     quiet_top = out.pre_acts_BF[0].topk(5).indices
-    sae.per_token_reconstruction_loss(x, out).backward()
+    per_token_topk_error(sae, x, out, 5).backward()
     assert (sae.W_dec.grad[quiet_top].abs().sum(dim=-1) > 0).all()
 
 
