@@ -176,14 +176,14 @@ class JumpReLUSAE(SparseAutoencoder):
         return self.target_weight * self.target_l0 * ((relative_error.pow(2) + s * s).sqrt() - s)
 
     def auxiliary_loss(self, x_BD: Tensor, out: SAEOutput, dead_latents_F: Tensor) -> Tensor:
-        """For the dead latents: AuxK (docs/method.md#auxk) and a pull that lowers their thresholds;
-        with a target, the per-token TopK term (`per_token_weight`, k = round(target_l0)): a latent
-        learns only from activations above its threshold, so weak features are found late or never;
-        the term trains each token's k largest pre-activations, as TopK does (on synthetic data with
-        known features 76% -> 91% found at weight 3; docs/results.md#synthetic-recovery).
+        """For the dead latents: AuxK (docs/method.md#auxk) and a pull that lowers their thresholds.
         A latent whose pre-activations never reach its threshold gets no gradient at all (the mask
         is 0, and the threshold's kernel sees no entry near it), so without these it stays dead for
-        the rest of the run (docs/method.md#jumprelu)."""
+        the rest of the run (docs/method.md#jumprelu).
+        With a target, also the per-token TopK term (`per_token_weight`, k = round(target_l0)): a
+        latent learns only from activations above its threshold, so weak features are found late or
+        never; the term trains each token's k largest pre-activations, as TopK does (on synthetic
+        data with known features 76% -> 91% found at weight 3; docs/results.md#synthetic-recovery)."""
         loss = out.latents_BF.new_zeros(())
         if self.dead_latent_aux_coefficient:
             loss = loss + self.dead_latent_aux_coefficient * auxk_loss(x_BD, out, self.W_dec, dead_latents_F, max(1, self.d_in // 2))
