@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from sae_sweeps.saes.base import SAEOutput, SparseAutoencoder
+from sae_sweeps.saes.topk import auxk_loss
 
 
 class GatedSAE(SparseAutoencoder):
@@ -28,6 +29,13 @@ class GatedSAE(SparseAutoencoder):
     architecture: ClassVar[str] = "gated"
     saelens_architecture: ClassVar[str] = "gated"
     activation_unit_params: ClassVar[tuple[str, ...]] = ("b_gate", "b_mag", "b_dec")
+    dead_latent_aux_coefficient: ClassVar[float] = 1 / 32
+    """Weight of AuxK on the dead latents' gate pre-activations (as TopK's `aux_coefficient`; 0 switches it off)."""
+    dead_gate_pull: ClassVar[float] = 1e-3
+    """Weight of minus the sum of the dead latents' gate biases in the auxiliary loss: a latent whose
+    gate never opens gets no gradient from the reconstruction, the L1 term or the gate's own
+    reconstruction (all pass through ReLU(pi_gate) or H(pi_gate)); raising b_gate opens it again, as
+    JumpReLU's dead thresholds are lowered (under Adam the weight hardly matters: ~lr per step)."""
 
     def __init__(self, d_in: int, d_sae: int, d_out: int | None = None, skip: bool = False) -> None:
         super().__init__(d_in, d_sae, d_out, skip)
@@ -49,7 +57,11 @@ class GatedSAE(SparseAutoencoder):
         return (torch.relu(out.pre_acts_BF) * self.decoder_norms()).sum(dim=-1).mean()
 
     def auxiliary_loss(self, x_BD: Tensor, out: SAEOutput, dead_latents_F: Tensor) -> Tensor:
+        """The gate's own reconstruction, and for dead latents AuxK and the pull on their gate biases."""
         x_hat_gate_BD = torch.relu(out.pre_acts_BF) @ self.W_dec.detach() + self.b_dec.detach()
         if out.skip_BD is not None:  # a skip transcoder's linear part, held fixed like the decoder
             x_hat_gate_BD = x_hat_gate_BD + out.skip_BD.detach()
-        return (x_BD - x_hat_gate_BD).pow(2).sum(dim=-1).mean()
+        gate_reconstruction = (x_BD - x_hat_gate_BD).pow(2).sum(dim=-1).mean()
+        auxk = auxk_loss(x_BD, out, self.W_dec, dead_latents_F, max(1, self.d_in // 2))
+        pull = (self.b_gate * dead_latents_F).sum()
+        return gate_reconstruction + self.dead_latent_aux_coefficient * auxk - self.dead_gate_pull * pull

@@ -55,10 +55,11 @@ class MatryoshkaSAE(BatchTopKSAE):
         aux_k: int | None = None,
         aux_coefficient: float = 1 / 32,
         threshold_decay: float = 0.99,
+        per_token_weight: float = 0.0,
         d_out: int | None = None,
         skip: bool = False,
     ) -> None:
-        super().__init__(d_in, d_sae, k, aux_k, aux_coefficient, threshold_decay, d_out, skip)
+        super().__init__(d_in, d_sae, k, aux_k, aux_coefficient, threshold_decay, per_token_weight, d_out, skip)
         if prefix_sizes is None and prefix_fractions is None:
             prefix_fractions = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0)
         self.prefix_sizes = resolve_prefix_sizes(d_sae, prefix_sizes, prefix_fractions)

@@ -43,6 +43,17 @@ def auxk_loss(
     return min(n_dead / aux_k, 1.0) * error / total_variance
 
 
+def per_token_topk_error(sae: SparseAutoencoder, x_BD: Tensor, out: SAEOutput, k: int) -> Tensor:
+    """Per-token mean ||x - decode(TopK_k(z))||^2: the error of `sae`'s dictionary used as a TopK SAE
+    (Gao et al. 2024's loss; a skip transcoder's linear part included). An auxiliary term for
+    thresholded architectures, whose latents learn only from activations above their threshold:
+    it trains each token's k largest pre-activations, weak latents on quiet tokens included."""
+    reconstruction_BD = sae.decode(keep_top_k(out.pre_acts_BF, k))
+    if out.skip_BD is not None:
+        reconstruction_BD = reconstruction_BD + out.skip_BD
+    return (x_BD - reconstruction_BD).pow(2).sum(dim=-1).mean()
+
+
 class TopKSAE(SparseAutoencoder):
     """Keeps the k largest pre-activations per token: no penalty, k sets L0 directly."""
 

@@ -7,7 +7,7 @@ import torch
 from sae_sweeps.saes.batchtopk import BatchTopKSAE, keep_batch_top_k
 from sae_sweeps.saes.jumprelu import JumpReLUSAE
 from sae_sweeps.saes.matryoshka import MatryoshkaSAE, resolve_prefix_sizes
-from sae_sweeps.saes.topk import TopKSAE
+from sae_sweeps.saes.topk import TopKSAE, per_token_topk_error
 
 
 def _sae(cls=BatchTopKSAE, **kwargs):
@@ -96,7 +96,7 @@ def test_inference_form_is_a_jumprelu_sae_with_the_scalar_threshold_and_identica
         assert torch.equal(exported(x).reconstruction_BD, sae(x).reconstruction_BD)
 
 
-def test_batchtopk_auxk_is_topk_auxk():
+def test_batchtopk_auxiliary_loss_is_topk_auxk_minus_the_pull_on_dead_biases():
     sae = _sae(aux_k=4)
     topk = TopKSAE(d_in=16, d_sae=64, k=5, aux_k=4)
     topk.load_state_dict({k: v for k, v in sae.state_dict().items() if k in topk.state_dict()})
@@ -104,8 +104,53 @@ def test_batchtopk_auxk_is_topk_auxk():
     dead = torch.zeros(64, dtype=torch.bool)
     dead[::3] = True
     out = sae(x)
-    assert torch.allclose(sae.auxiliary_loss(x, out, dead), topk.auxiliary_loss(x, out, dead))
+    pull = sae.dead_bias_pull * sae.b_enc[dead].sum()
+    assert torch.allclose(sae.auxiliary_loss(x, out, dead), topk.auxiliary_loss(x, out, dead) - pull)
     assert sae.auxiliary_loss(x, out, torch.zeros(64, dtype=torch.bool)).item() == 0.0
+
+
+def test_dead_latents_whose_pre_activations_are_all_negative_still_get_their_biases_raised():
+    # AuxK's ReLU'd code gives such a latent no gradient: only the pull can bring it back.
+    sae = _sae()
+    with torch.no_grad():
+        sae.b_enc[:8] = -100.0
+    dead = torch.zeros(64, dtype=torch.bool)
+    dead[:8] = True
+    x = torch.randn(32, 16)
+    sae.auxiliary_loss(x, sae(x), dead).backward()
+    assert torch.allclose(sae.b_enc.grad[:8], torch.full((8,), -sae.dead_bias_pull))
+    assert torch.equal(sae.b_enc.grad[8:], torch.zeros(56))  # alive latents: no pull, no AuxK
+
+
+@pytest.mark.parametrize("cls", [BatchTopKSAE, MatryoshkaSAE])
+def test_per_token_term_is_the_weighted_topk_reconstruction_of_the_same_dictionary(cls):
+    # The term the per-token weight multiplies is exactly a TopK SAE's reconstruction error with
+    # these weights, while the code the SAE returns stays the batch budget's.
+    with_term, without = _sae(cls, per_token_weight=3.0), _sae(cls)
+    topk = TopKSAE(d_in=16, d_sae=64, k=5)
+    topk.load_state_dict({k: v for k, v in with_term.state_dict().items() if k in topk.state_dict()})
+    x = torch.randn(32, 16)
+    dead = torch.zeros(64, dtype=torch.bool)
+    out = with_term(x)
+    assert torch.equal(out.latents_BF, without(x).latents_BF)
+    topk_error = (x - topk(x).reconstruction_BD).pow(2).sum(-1).mean()
+    assert torch.allclose(per_token_topk_error(with_term, x, out, 5), topk_error, rtol=1e-5)
+    assert torch.allclose(
+        with_term.auxiliary_loss(x, out, dead), without.auxiliary_loss(x, out, dead) + 3.0 * topk_error, rtol=1e-5
+    )
+
+
+def test_per_token_term_trains_latents_the_batch_budget_leaves_out():
+    # A token with small activations gets no latent from the batch budget, hence no gradient from
+    # the main term; the per-token term gives its k largest pre-activations one.
+    sae = _sae(per_token_weight=1.0).train()
+    x = torch.randn(32, 16)
+    x[0] *= 1e-3  # a quiet token
+    out = sae(x)
+    assert int((out.latents_BF[0] != 0).sum()) == 0
+    quiet_top = out.pre_acts_BF[0].topk(5).indices
+    per_token_topk_error(sae, x, out, 5).backward()
+    assert (sae.W_dec.grad[quiet_top].abs().sum(dim=-1) > 0).all()
 
 
 def test_matryoshka_prefix_sizes_from_fractions_or_absolute_sizes_end_at_d_sae():

@@ -3,6 +3,7 @@
 import torch
 
 from sae_sweeps.saes.gated import GatedSAE
+from sae_sweeps.saes.topk import auxk_loss
 
 
 def _sae():
@@ -62,3 +63,20 @@ def test_auxiliary_loss_reconstructs_from_the_gate_through_a_frozen_decoder():
     assert sae.W_dec.grad is None  # W_dec and b_dec are detached in this term
     assert sae.W_enc.grad.abs().sum() > 0 and sae.b_gate.grad.abs().sum() > 0
     assert sae.b_dec.grad.abs().sum() > 0  # only through the encoder's input centring
+
+
+def test_dead_latents_add_auxk_and_a_pull_that_opens_their_gates():
+    sae = _sae()
+    x = torch.randn(32, 8)
+    with torch.no_grad():
+        sae.b_gate[:4] = -100.0  # gates that never open: no other term reaches these biases
+    dead = torch.zeros(16, dtype=torch.bool)
+    dead[:4] = True
+    out = sae(x)
+    alive_only = sae.auxiliary_loss(x, out, torch.zeros(16, dtype=torch.bool))
+    auxk = auxk_loss(x, out, sae.W_dec, dead, 4)
+    expected = alive_only + sae.dead_latent_aux_coefficient * auxk - sae.dead_gate_pull * sae.b_gate[:4].sum()
+    assert torch.allclose(sae.auxiliary_loss(x, out, dead), expected)
+    sae.auxiliary_loss(x, out, dead).backward()
+    # the pull alone reaches a shut gate's bias: it rises by ~lr per Adam step until the gate opens
+    assert torch.allclose(sae.b_gate.grad[:4], torch.full((4,), -sae.dead_gate_pull))

@@ -5,6 +5,7 @@ import torch
 
 from sae_sweeps.saes.base import SAEOutput
 from sae_sweeps.saes.jumprelu import JumpReLUSAE, JumpReLUWithCounts
+from sae_sweeps.saes.topk import per_token_topk_error
 
 EPS = 0.1
 THETA = torch.tensor([0.5, 0.5, 0.5, 0.5, 0.5, 0.5])
@@ -193,3 +194,19 @@ def test_dead_latents_get_a_gradient_back_their_threshold_lowered_and_their_enco
     assert sae.W_enc.grad[:, 0].abs().sum() > 0 and sae.W_enc.grad[:, 1:].eq(0).all()
     # nothing dead: no auxiliary term
     assert sae.auxiliary_loss(x, sae(x), torch.zeros(6, dtype=torch.bool)).item() == 0
+
+
+def test_per_token_term_adds_the_weighted_topk_error_at_k_equal_to_the_target():
+    # With a target, the per-token weight multiplies the error of the same dictionary used as a TopK
+    # SAE with k = round(target_l0); without a target there is no k, and no term.
+    torch.manual_seed(0)
+    with_term = JumpReLUSAE(16, 64, target_l0=4.2, per_token_weight=3.0)
+    plain = JumpReLUSAE(16, 64, target_l0=4.2)
+    plain.load_state_dict(with_term.state_dict())
+    x = torch.randn(32, 16)
+    dead = torch.zeros(64, dtype=torch.bool)
+    out = with_term(x)
+    expected = plain.auxiliary_loss(x, out, dead) + 3.0 * per_token_topk_error(with_term, x, out, 4)
+    assert torch.allclose(with_term.auxiliary_loss(x, out, dead), expected)
+    no_target = JumpReLUSAE(16, 64, per_token_weight=3.0)
+    assert no_target.auxiliary_loss(x, no_target(x), dead).item() == 0.0
