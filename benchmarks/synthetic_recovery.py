@@ -28,7 +28,8 @@ import torch
 from hydra import compose, initialize_config_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "saes"))
+# This checkout's package first: a worktree whose .venv is another checkout's would import that one's.
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "saes")]
 from synthetic import evaluate, feature_recovery, make_correlated_data, recovered_fraction, train  # noqa: E402
 from test_synthetic_training import ARCHITECTURES, data, trained  # noqa: E402
 
