@@ -98,6 +98,16 @@ def next_token_log_probs(logits_BTV: Tensor) -> Tensor:
     return torch.log_softmax(logits_BTV[:, :-1].to(dtype), dim=-1)
 
 
+def next_token_cross_entropy(logits_BTV: Tensor, targets_BT: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-position next-token cross-entropy in nats, logsumexp_v z_v - z_target, and that
+    log-sum-exp (positions 0..T-2, float32 or wider). The held-out CE of every pass goes through
+    this one formula, so that equal logits give bit-equal CE (a zero-output SAE's CE is exactly the
+    zero-ablated one)."""
+    predicting_BTV = logits_BTV[:, :-1].to(torch.promote_types(logits_BTV.dtype, torch.float32))
+    logsumexp_BT = predicting_BTV.logsumexp(dim=-1)
+    return logsumexp_BT - predicting_BTV.gather(-1, targets_BT.unsqueeze(-1)).squeeze(-1), logsumexp_BT
+
+
 def cross_entropy(log_probs_BTV: Tensor, targets_BT: Tensor) -> Tensor:
     """Per-position next-token cross-entropy in nats."""
     return -log_probs_BTV.gather(-1, targets_BT.unsqueeze(-1)).squeeze(-1)

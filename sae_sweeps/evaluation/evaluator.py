@@ -10,7 +10,7 @@ from sae_sweeps.evaluation.reference_passes import ReferencePasses
 from sae_sweeps.models import HookPoint, LanguageModel
 from sae_sweeps.saes import SparseAutoencoder
 from sae_sweeps.splicing import (
-    SpliceHook, cross_entropy, kl_divergence, next_token_log_probs, next_token_mask, summed_over_predictions,
+    SpliceHook, kl_divergence, next_token_cross_entropy, next_token_log_probs, next_token_mask, summed_over_predictions,
 )
 from sae_sweeps.summary import HeldOutMetrics
 
@@ -167,13 +167,10 @@ class Evaluator:
     def _cross_entropy_and_kl(self, logits_BTV: Tensor, unembed_input_BTD: Tensor, targets_BT: Tensor, batch: slice) -> tuple[Tensor, Tensor]:
         """The spliced LM's next-token cross-entropy and KL(clean || spliced) at positions 0..T-2."""
         device = self.model.device
+        ce_BT, logsumexp_BT = next_token_cross_entropy(logits_BTV, targets_BT)
         if not self.reference.has_clean_moments:
             clean_lp = next_token_log_probs(self.model.unembed(self.reference.unembed_input_NTD[batch].to(device)))
-            sae_lp = next_token_log_probs(logits_BTV)
-            return cross_entropy(sae_lp, targets_BT), kl_divergence(clean_lp, sae_lp)
-        predicting_logits_BTV = logits_BTV[:, :-1].float()
-        logsumexp_BT = predicting_logits_BTV.logsumexp(dim=-1)
-        ce_BT = logsumexp_BT - predicting_logits_BTV.gather(-1, targets_BT.unsqueeze(-1)).squeeze(-1)
+            return ce_BT, kl_divergence(clean_lp, next_token_log_probs(logits_BTV))
         mean_unembedding_BTD = self.reference.clean_mean_unembedding_NTD[batch, :-1].to(device).double()
         expected_logit_BT = (unembed_input_BTD[:, :-1].double() * mean_unembedding_BTD).sum(dim=-1)
         kl_BT = self.reference.clean_kl_offset_NT[batch, :-1].to(device) - expected_logit_BT + logsumexp_BT.double()

@@ -29,9 +29,9 @@ from torch import Tensor
 
 from sae_sweeps.evaluation.shared_tensors import cached_tensors, lm_pass_key
 from sae_sweeps.models import HookPoint, LanguageModel
-from sae_sweeps.splicing import cross_entropy, next_token_log_probs, next_token_mask, summed_over_predictions, zero_ablate
+from sae_sweeps.splicing import next_token_cross_entropy, next_token_mask, summed_over_predictions, zero_ablate
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 TENSORS = ("resid_NTD", "unembed_input_NTD", "ce_clean_N", "ce_zero_N", "clean_mean_unembedding_NTD", "clean_kl_offset_NT")
 
 
@@ -110,7 +110,7 @@ def clean_moments(model: LanguageModel, unembed_input_BTD: Tensor, clean_logits_
 
 
 def _summed_cross_entropy(logits_BTV: Tensor, targets_BT: Tensor, predict_BT: Tensor) -> Tensor:
-    return summed_over_predictions(cross_entropy(next_token_log_probs(logits_BTV), targets_BT), predict_BT)
+    return summed_over_predictions(next_token_cross_entropy(logits_BTV, targets_BT)[0], predict_BT)
 
 
 def reference_passes_key(cache_fields: dict[str, Any], contexts_NT: Tensor, batch_contexts: int) -> dict[str, Any]:
