@@ -91,11 +91,13 @@ def test_the_kl_from_the_clean_moments_equals_the_kl_from_the_clean_logits(tiny_
     sae = ReLUSAE(d_in=64, d_sae=128).eval()
     with_moments = compute_reference_passes(tiny_model, HOOK, contexts_NT, batch_contexts=2)
     assert with_moments.has_clean_moments
-    assert with_moments.clean_mean_unembedding_NTD.shape == with_moments.unembed_input_NTD.shape
+    assert with_moments.clean_mean_unembedding_NTD.shape == with_moments.resid_NTD.shape
+    assert with_moments.unembed_input_NTD.numel() == 0  # the route that reads it is the soft cap's
     with monkeypatch.context() as patch:
         patch.setattr(type(tiny_model), "logits_affine_in_unembed_input", property(lambda model: False))
         without = compute_reference_passes(tiny_model, HOOK, contexts_NT, batch_contexts=2)
         assert not without.has_clean_moments
+        assert without.unembed_input_NTD.shape == without.resid_NTD.shape
         from_logits = Evaluator(tiny_model, HOOK, contexts_NT, without, batch_contexts=2).evaluate(sae, input_scale=0.5)
     from_moments = Evaluator(tiny_model, HOOK, contexts_NT, with_moments, batch_contexts=2).evaluate(sae, input_scale=0.5)
     assert from_moments.kl == pytest.approx(from_logits.kl, abs=1e-6)
@@ -103,7 +105,7 @@ def test_the_kl_from_the_clean_moments_equals_the_kl_from_the_clean_logits(tiny_
     assert from_moments.ce_loss_sae == pytest.approx(from_logits.ce_loss_sae, abs=1e-6)
     assert from_moments.standard_errors["kl"] == pytest.approx(from_logits.standard_errors["kl"], abs=1e-6)
     # With the clean model's own unembedding input, the KL is zero.
-    resid = with_moments.unembed_input_NTD
+    resid = without.unembed_input_NTD
     offset = with_moments.clean_kl_offset_NT
     with torch.no_grad():
         logsumexp = tiny_model.unembed(resid).float().logsumexp(-1).double()

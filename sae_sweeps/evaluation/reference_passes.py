@@ -31,7 +31,7 @@ from sae_sweeps.evaluation.shared_tensors import cached_tensors, lm_pass_key
 from sae_sweeps.models import HookPoint, LanguageModel
 from sae_sweeps.splicing import next_token_cross_entropy, next_token_mask, summed_over_predictions, zero_ablate
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 TENSORS = ("resid_NTD", "unembed_input_NTD", "ce_clean_N", "ce_zero_N", "clean_mean_unembedding_NTD", "clean_kl_offset_NT")
 
 
@@ -41,7 +41,8 @@ class ReferencePasses(NamedTuple):
     resid_NTD: Tensor
     """resid_pre of the hook's layer: where every spliced pass starts."""
     unembed_input_NTD: Tensor
-    """The clean pass's input to the unembedding: the clean logits are `model.unembed` of it."""
+    """The clean pass's input to the unembedding, from which a soft-capped model's KL takes the clean logits
+    (`model.unembed` of it; [N, 0, 0] when the clean moments below stand in for them)."""
     ce_clean_N: Tensor
     """Summed next-token cross-entropy of the clean LM in each context (float64)."""
     ce_zero_N: Tensor
@@ -76,10 +77,13 @@ def compute_reference_passes(
         clean_logits, unembed_input_BTD = model.logits_and_unembed_input(resid_BTD, hook.layer)
         zero_hook = lambda acts_BTD, hook: zero_ablate(acts_BTD, ordinary_BT)  # noqa: E731
         zero_logits = model.logits_from(resid_BTD, hook.layer, [(hook.writes, zero_hook)])
+        # Each KL route stores only what it reads (module docstring).
+        none_BTD, none_BT = resid_BTD.new_zeros(len(resid_BTD), 0, 0), resid_BTD.new_zeros(len(resid_BTD), 0)
         if model.logits_affine_in_unembed_input:
             mean_unembedding_BTD, kl_offset_BT = clean_moments(model, unembed_input_BTD, clean_logits)
+            unembed_input_BTD = none_BTD
         else:
-            mean_unembedding_BTD, kl_offset_BT = resid_BTD.new_zeros(len(resid_BTD), 0, 0), resid_BTD.new_zeros(len(resid_BTD), 0)
+            mean_unembedding_BTD, kl_offset_BT = none_BTD, none_BT
         for name, value in (
             ("resid_NTD", resid_BTD),
             ("unembed_input_NTD", unembed_input_BTD),

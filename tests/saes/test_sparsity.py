@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from sae_sweeps.saes.base import instantiate_sae
+from sae_sweeps.saes.relu import ReLUSAE
 from sae_sweeps.saes.sparsity import CoefficientController, FixedCoefficient, HardBudget, TargetPenalty
 from sae_sweeps.summary import CHOICE_KEYS, METRIC_KEYS
 
@@ -162,12 +163,6 @@ def test_the_shipped_controller_lands_on_lagged_sparsity_within_10_percent(lag_s
     cfg = compose_config(["sae_arch=relu", "sparsity.target_l0=16", "sparsity.coefficient=1.0"]).sparsity
     for target in (16, 64):
         cfg.target_l0 = target
-        sae_controller = instantiate_sae_sparsity(cfg, total_steps=200, warmup_steps=10)
+        sae_controller = ReLUSAE.sparsity_for(cfg, total_steps=200, warmup_steps=10)
         l0 = lagged_l0(sae_controller, 200, 10, target_coefficient, steepness, lag_steps, l0_start=600.0, seed=target)
         assert abs(l0 / target - 1) < 0.1, f"landed at {l0:.1f} for T = {target}"
-
-
-def instantiate_sae_sparsity(sparsity_cfg, total_steps: int, warmup_steps: int) -> CoefficientController:
-    from sae_sweeps.saes.relu import ReLUSAE
-
-    return ReLUSAE.sparsity_for(sparsity_cfg, total_steps, warmup_steps)
