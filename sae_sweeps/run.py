@@ -112,8 +112,8 @@ def build_sae(
 
 def build_evaluators(cfg: DictConfig, model: LanguageModel, hook: HookPoint, data: Corpus) -> tuple[Evaluator, Evaluator]:
     """The final evaluation on `data.eval_contexts` held-out contexts, and the one during training
-    on the first `data.periodic_eval_contexts` of them (curves: 5 points cost about one final
-    evaluation); both on one set of reference passes, shared on disk with other runs."""
+    on the first `data.periodic_eval_contexts` of them (the curves' points, each with its standard
+    error); both on one set of reference passes, shared on disk with other runs."""
     held_out_NT = data.held_out_contexts()
     batch = cfg.data.eval_batch_contexts
     root = eval_cache_root(cfg)
