@@ -215,10 +215,11 @@ def comparison_footer(comparison: pd.DataFrame, x: str, y: str, at: Sequence[flo
             f"(SE of the difference sqrt(se^2 + se_ref^2), runs taken as independent: every run is scored on the same "
             f"held-out contexts, so this overstates it)",
         ]
-    elif se_columns:
-        lines.append("no ± and no ~ marks: these runs' summaries predate standard errors")
-    else:
+    elif not se_columns:
         lines.append(f"no ± and no ~ marks: {y} has no standard error")
+    elif comparison[[value_column(x, y, value) for value in at]].notna().any().any():
+        # Values without SEs; when every value is n/a there is nothing the SEs could be missing from.
+        lines.append("no ± and no ~ marks: these runs' summaries predate standard errors")
     measured = [value_column(x, y, value) for value in at]
     measured += [ratio_column(x, value) for value in at] if has_baseline else []
     if comparison[measured].isna().any().any():

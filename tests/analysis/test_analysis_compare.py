@@ -185,3 +185,16 @@ def test_displayed_values_read_value_plus_minus_se_with_their_mark():
     footer = comparison_footer(comparison, "l0", "ce_loss_increase", [10.0])
     assert any(line.startswith("~: within 2 SE of the best group's value") for line in footer)
     assert any("interpolated like the value" in line for line in footer)
+
+
+def test_a_comparison_with_every_value_out_of_range_blames_the_range_not_the_standard_errors():
+    """Property: when no frontier reaches the requested x, the footer says n/a means out of range and does
+    not claim the runs lack standard errors (they have them; there is just no value to carry one)."""
+    xs = [10.0, 100.0]
+    frontiers = frontier_table_with_se({
+        ("topk", "local"): (xs, [1.0, 0.5], [0.02, 0.02]), ("relu", "local"): (xs, [1.05, 0.6], [0.02, 0.02]),
+    })
+    comparison = compare_frontiers(frontiers, at=[1000.0])
+    footer = comparison_footer(comparison, "l0", "ce_loss_increase", [1000.0])
+    assert not any("predate standard errors" in line for line in footer)
+    assert any(line.startswith("n/a: l0 outside the range") for line in footer)
