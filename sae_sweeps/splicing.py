@@ -108,11 +108,6 @@ def next_token_cross_entropy(logits_BTV: Tensor, targets_BT: Tensor) -> tuple[Te
     return logsumexp_BT - predicting_BTV.gather(-1, targets_BT.unsqueeze(-1)).squeeze(-1), logsumexp_BT
 
 
-def cross_entropy(log_probs_BTV: Tensor, targets_BT: Tensor) -> Tensor:
-    """Per-position next-token cross-entropy in nats."""
-    return -log_probs_BTV.gather(-1, targets_BT.unsqueeze(-1)).squeeze(-1)
-
-
 def kl_divergence(clean_log_probs_BTV: Tensor, sae_log_probs_BTV: Tensor) -> Tensor:
     """Per-position KL(P_clean || P_sae) in nats: the direction the e2e paper's code minimises."""
     return (clean_log_probs_BTV.exp() * (clean_log_probs_BTV - sae_log_probs_BTV)).sum(dim=-1)

@@ -19,10 +19,14 @@ def test_fvu_divides_by_variance_about_the_mean_not_about_zero():
     assert float((x - x_hat).pow(2).sum()) == 1.0
 
 
-def test_cross_entropy_is_minus_log_probability_of_target():
-    log_probs = torch.log(torch.tensor([[[0.5, 0.25, 0.25], [0.1, 0.8, 0.1]]]))
-    ce = splicing.cross_entropy(log_probs, torch.tensor([[0, 1]]))
+def test_cross_entropy_is_minus_log_probability_of_target_whatever_the_logits_offset():
+    """Property: CE = logsumexp z - z_target = -log p_target for logits z = log p + c (any c per position);
+    the last position predicts nothing and is dropped; the log-sum-exp returned is c."""
+    log_probs = torch.log(torch.tensor([[[0.5, 0.25, 0.25], [0.1, 0.8, 0.1], [0.2, 0.3, 0.5]]]))
+    offsets = torch.tensor([[[3.0], [-7.0], [1.0]]])
+    ce, logsumexp = splicing.next_token_cross_entropy(log_probs + offsets, torch.tensor([[0, 1]]))
     assert torch.allclose(ce, torch.tensor([[math.log(2), -math.log(0.8)]]))
+    assert torch.allclose(logsumexp, torch.tensor([[3.0, -7.0]]))
 
 
 def test_kl_is_clean_to_sae_direction_and_zero_for_equal_distributions():

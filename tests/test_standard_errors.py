@@ -13,7 +13,7 @@ from sae_sweeps.evaluation.reference_passes import compute_reference_passes
 from sae_sweeps.evaluation.metrics import ratio_standard_error
 from sae_sweeps.models import HookPoint
 from sae_sweeps.saes.relu import ReLUSAE
-from sae_sweeps.splicing import cross_entropy, kl_divergence, summed_over_predictions
+from sae_sweeps.splicing import kl_divergence, summed_over_predictions
 from sae_sweeps.summary import METRIC_KEYS, SE_KEYS, HeldOutMetrics
 
 f64 = torch.float64
@@ -112,6 +112,11 @@ def synthetic_batches(n_batches: int = 3, contexts: int = 4, length: int = 9, d_
     return batches
 
 
+def minus_log_prob_of(log_probs_BTV: torch.Tensor, targets_BT: torch.Tensor) -> torch.Tensor:
+    """Each position's cross-entropy from its log-probabilities."""
+    return -log_probs_BTV.gather(-1, targets_BT.unsqueeze(-1)).squeeze(-1)
+
+
 def test_held_out_sums_give_the_pooled_values_and_per_context_standard_errors():
     batches = synthetic_batches()
     sums = HeldOutSums(d_sae=7, device=torch.device("cpu"))
@@ -119,9 +124,9 @@ def test_held_out_sums_give_the_pooled_values_and_per_context_standard_errors():
     for ordinary_BT, x_ND, x_hat_ND, latents_NF, targets_BT, clean_lp, sae_lp, zero_lp in batches:
         predict_BT = ordinary_BT[:, :-1] & ordinary_BT[:, 1:]
         sums.add_reconstruction(x_ND, x_hat_ND, latents_NF, ordinary_BT, scale=2.0)
-        sums.add_predictions(predict_BT, cross_entropy(sae_lp, targets_BT), kl_divergence(clean_lp, sae_lp))
-        ce_clean.append(summed_over_predictions(cross_entropy(clean_lp, targets_BT), predict_BT))
-        ce_zero.append(summed_over_predictions(cross_entropy(zero_lp, targets_BT), predict_BT))
+        sums.add_predictions(predict_BT, minus_log_prob_of(sae_lp, targets_BT), kl_divergence(clean_lp, sae_lp))
+        ce_clean.append(summed_over_predictions(minus_log_prob_of(clean_lp, targets_BT), predict_BT))
+        ce_zero.append(summed_over_predictions(minus_log_prob_of(zero_lp, targets_BT), predict_BT))
     result = sums.finish(torch.cat(ce_clean), torch.cat(ce_zero))
 
     # Pooled over every token, as the metrics were defined before standard errors existed.
