@@ -187,6 +187,7 @@ class SparseAutoencoder(nn.Module, ABC):
             proportional_gain=controller.proportional_gain,
             l0_decay=controller.l0_decay,
             horizon_steps=controller.horizon_steps,
+            anti_windup_steps=controller.anti_windup_steps,
         )
 
     @classmethod
@@ -201,6 +202,7 @@ class SparseAutoencoder(nn.Module, ABC):
         check_setting("sparsity.controller.gain", controller.gain, 0, None, strict=True)
         check_setting("sparsity.controller.l0_decay", controller.l0_decay, 0, 1, strict=True)
         check_setting("sparsity.controller.horizon_steps", controller.horizon_steps, 0, None)
+        check_setting("sparsity.controller.anti_windup_steps", controller.anti_windup_steps, 0, None)
         check_setting("sparsity.controller.start_fraction", controller.start_fraction, 0, 1)
         check_setting("sparsity.controller.freeze_fraction", controller.freeze_fraction, 0, 1, strict=True)
         if controller.start_fraction + controller.freeze_fraction >= 1:

@@ -100,10 +100,12 @@ class CoefficientController(Sparsity):
     """A penalty coefficient steered toward `target_l0`, then held fixed.
 
     PI control on log c. After every step in [adapt_from_step, freeze_at_step), with
-    e = clip(log(L0_ema / T), -1, 1):
+    e = clip(log(L0_ema / T) + horizon_steps * slope, -1, 1):
         I <- I + gain * e        log c = I + proportional_gain * e        (I starts at log c_0)
     where L0_ema is a bias-corrected exponential moving average (decay `l0_decay`) of the batches'
-    L0, updated on every step. Too many latents raise the coefficient, too few lower it; on the
+    L0, updated on every step, and slope the same average of its step-to-step change in log. The
+    integral holds instead of rising while L0, above T, is already falling fast enough to reach T
+    within `anti_windup_steps` (conditional integration; a value <= horizon_steps never holds). Too many latents raise the coefficient, too few lower it; on the
     log scale, so one gain suits coefficients of any size, and clipped, so L0 far above T cannot
     make one step huge. L0 follows c only tens of steps later: the integral alone either winds
     up and overshoots or lands too slowly, the proportional part answers at once and fades as
@@ -123,11 +125,12 @@ class CoefficientController(Sparsity):
         proportional_gain: float,
         l0_decay: float,
         horizon_steps: float,
+        anti_windup_steps: float,
     ) -> None:
         self.target_l0 = float(target_l0)
         self.adapt_from_step, self.freeze_at_step = int(adapt_from_step), int(freeze_at_step)
         self.gain, self.proportional_gain, self.l0_decay = float(gain), float(proportional_gain), float(l0_decay)
-        self.horizon_steps = float(horizon_steps)
+        self.horizon_steps, self.anti_windup_steps = float(horizon_steps), float(anti_windup_steps)
         self.integral = torch.tensor(math.log(initial_coefficient))
         self.log_coefficient = self.integral.clone()
         self.l0_ema = torch.tensor(0.0)
@@ -167,9 +170,14 @@ class CoefficientController(Sparsity):
             slope = log_l0 - previous.clamp_min(1e-6).log()
             self.log_l0_slope_ema = self.log_l0_slope_ema.to(l0.device).lerp(slope, 1 - self.l0_decay)
         if self.adapt_from_step <= step < self.freeze_at_step:
-            predicted_log_l0 = log_l0 + self.horizon_steps * self.running_log_l0_slope()
-            error = (predicted_log_l0 - math.log(self.target_l0)).clamp(-1.0, 1.0)
-            self.integral = self.integral.to(l0.device) + self.gain * error
+            log_error, slope = log_l0 - math.log(self.target_l0), self.running_log_l0_slope()
+            error = (log_error + self.horizon_steps * slope).clamp(-1.0, 1.0)
+            # Under e2e, L0 answers a coefficient rise tens of steps late: an integral that keeps raising c
+            # while L0 is already falling to T winds c up to several times what T needs, L0 then overshoots,
+            # and the latents it kills stay dead (docs/method.md#target-l0-controller). Only rises are held:
+            # latents come back slowly, so L0 below T rising toward it is no reason to keep c high.
+            hold = (error > 0) & (log_error + self.anti_windup_steps * slope < 0)
+            self.integral = self.integral.to(l0.device) + torch.where(hold, 0.0, self.gain * error)
             self.log_coefficient = self.integral + self.proportional_gain * error
 
     def state_dict(self) -> dict[str, Any]:

@@ -31,7 +31,7 @@ class FirstBatch:
 
 def controller() -> CoefficientController:
     return CoefficientController(0.05, 20, adapt_from_step=0, freeze_at_step=100, gain=0.06, proportional_gain=0.5,
-                                 l0_decay=0.9, horizon_steps=5)
+                                 l0_decay=0.9, horizon_steps=5, anti_windup_steps=0)
 
 
 def test_a_controller_starts_scaled_and_a_given_setting_is_never_measured():

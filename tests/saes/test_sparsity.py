@@ -18,10 +18,11 @@ from launch_helpers import compose_config
 ARCHITECTURES = ("relu", "gated", "jumprelu", "topk", "batchtopk", "matryoshka")
 
 
-def controller(adapt_from_step: int = 0, freeze_at_step: int = 100, horizon_steps: float = 0.0) -> CoefficientController:
+def controller(adapt_from_step: int = 0, freeze_at_step: int = 100, horizon_steps: float = 0.0,
+               anti_windup_steps: float = 0.0) -> CoefficientController:
     return CoefficientController(
         initial_coefficient=0.1, target_l0=20, adapt_from_step=adapt_from_step, freeze_at_step=freeze_at_step,
-        gain=0.02, proportional_gain=0.5, l0_decay=0.9, horizon_steps=horizon_steps,
+        gain=0.02, proportional_gain=0.5, l0_decay=0.9, horizon_steps=horizon_steps, anti_windup_steps=anti_windup_steps,
     )
 
 
@@ -69,6 +70,48 @@ def test_controller_with_a_horizon_eases_off_before_a_falling_l0_reaches_the_tar
     now = steer(controller(horizon_steps=0), falling, range(10))
     assert all(later < earlier for earlier, later in zip(ahead[1:], ahead[2:]))
     assert all(looking_now > max(0.1, looking_ahead) for looking_now, looking_ahead in zip(now[1:], ahead[1:]))
+
+
+def integral_after_each(sparsity: CoefficientController, l0s: list[float]) -> list[float]:
+    integrals = []
+    for step, l0 in enumerate(l0s):
+        sparsity.observe(torch.tensor(l0), step)
+        integrals.append(float(sparsity.integral))
+    return integrals
+
+
+def test_controller_integral_holds_while_a_falling_l0_already_reaches_the_target():
+    """Property (anti-windup): L0 falling by ~10% per step from 3x the target, so that its trend reaches T
+    within 30 steps: with anti_windup_steps 30 the integral does not rise once there is a trend; without, it
+    rises every step."""
+    falling = [60.0 * 0.9**step for step in range(12)]
+    held = integral_after_each(controller(anti_windup_steps=30), falling)
+    pushing = integral_after_each(controller(), falling)
+    assert held[2:] == [held[1]] * 10
+    assert all(later > earlier for earlier, later in zip(pushing[1:], pushing[2:]))
+
+
+def test_controller_integral_keeps_lowering_the_coefficient_while_l0_below_target_rises():
+    """Property: the hold is one-sided. L0 at a third of the target and rising by ~10% per step: the integral
+    falls exactly as without the anti-windup (latents pushed off come back slowly, so c must not stay high)."""
+    rising = [6.0 * 1.1**step for step in range(12)]
+    assert integral_after_each(controller(anti_windup_steps=30), rising) == integral_after_each(controller(), rising)
+    assert integral_after_each(controller(), rising)[-1] < integral_after_each(controller(), rising)[0]
+
+
+def test_controller_integral_still_pushes_when_the_trend_is_too_slow_to_reach_the_target():
+    """Property: L0 falling 1% per step from 3x the target would take ~110 steps to reach it, longer than
+    anti_windup_steps: the integral keeps rising, exactly as without the anti-windup."""
+    slow = [60.0 * 0.99**step for step in range(12)]
+    assert integral_after_each(controller(anti_windup_steps=30), slow) == integral_after_each(controller(), slow)
+
+
+@pytest.mark.parametrize("loss, anti_windup_steps", [("local", 0), ("e2e", 20), ("e2e_ds", 20), ("local_then_e2e", 0)])
+def test_the_loss_sets_how_long_the_controller_holds_its_integral(loss, anti_windup_steps):
+    """Property: the anti-windup window comes from the loss (how late L0 answers the coefficient under it):
+    held under the KL-driven losses, never under the local loss."""
+    cfg = compose_config(["sae_arch=relu", f"loss={loss}", "sparsity.target_l0=16"])
+    assert ReLUSAE.sparsity_for(cfg.sparsity, total_steps=200, warmup_steps=10).anti_windup_steps == anti_windup_steps
 
 
 def test_controller_step_is_bounded_however_far_l0_is_from_target():
