@@ -11,7 +11,7 @@ architecture fits the base interface: pre-activations are pi_gate (`SAEOutput.pr
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -37,8 +37,9 @@ class GatedSAE(SparseAutoencoder):
     reconstruction (all pass through ReLU(pi_gate) or H(pi_gate)); raising b_gate opens it again, as
     JumpReLU's dead thresholds are lowered (under Adam the weight hardly matters: ~lr per step)."""
 
-    def __init__(self, d_in: int, d_sae: int, d_out: int | None = None, skip: bool = False) -> None:
+    def __init__(self, d_in: int, d_sae: int, per_token_weight: float = 0.0, d_out: int | None = None, skip: bool = False) -> None:
         super().__init__(d_in, d_sae, d_out, skip)
+        self.per_token_weight = float(per_token_weight)
         del self.b_enc  # the gate's bias is b_gate (SAELens' name)
         self.b_gate = nn.Parameter(torch.zeros(d_sae))
         self.r_mag = nn.Parameter(torch.zeros(d_sae))
@@ -48,10 +49,25 @@ class GatedSAE(SparseAutoencoder):
         """The gate path's: pre-activations are pi_gate."""
         return self.b_gate
 
+    def magnitudes(self, pre_acts_BF: Tensor) -> Tensor:
+        """f_mag = ReLU(pi_mag), computed from pi_gate (the two paths share W_enc)."""
+        return torch.relu(torch.exp(self.r_mag) * (pre_acts_BF - self.b_gate) + self.b_mag)
+
     def activation(self, pre_acts_BF: Tensor) -> Tensor:
         gate_BF = (pre_acts_BF > 0).to(pre_acts_BF.dtype)
-        magnitude_BF = torch.relu(torch.exp(self.r_mag) * (pre_acts_BF - self.b_gate) + self.b_mag)
-        return gate_BF * magnitude_BF
+        return gate_BF * self.magnitudes(pre_acts_BF)
+
+    def per_token_topk_error(self, x_BD: Tensor, out: SAEOutput, k: int) -> Tensor:
+        """Per-token mean ||x - decode(m * f_mag)||^2, m = 1 on each token's k largest gate
+        pre-activations: the gate picks the latents as a TopK SAE would, the magnitude path gives
+        their values, as in the gated code itself (a code built from pi_gate's own values would fight
+        the gate's reconstruction term, which trains ReLU(pi_gate) through a frozen decoder)."""
+        indices_BK = out.pre_acts_BF.topk(k, dim=-1, sorted=False).indices
+        chosen_BF = torch.zeros_like(out.pre_acts_BF).scatter_(-1, indices_BK, 1.0)
+        reconstruction_BD = self.decode(chosen_BF * self.magnitudes(out.pre_acts_BF))
+        if out.skip_BD is not None:
+            reconstruction_BD = reconstruction_BD + out.skip_BD
+        return (x_BD - reconstruction_BD).pow(2).sum(dim=-1).mean()
 
     def sparsity_loss(self, out: SAEOutput) -> Tensor:
         return (torch.relu(out.pre_acts_BF) * self.decoder_norms()).sum(dim=-1).mean()
@@ -64,4 +80,11 @@ class GatedSAE(SparseAutoencoder):
         gate_reconstruction = (x_BD - x_hat_gate_BD).pow(2).sum(dim=-1).mean()
         auxk = auxk_loss(x_BD, out, self.W_dec, dead_latents_F, max(1, self.d_in // 2))
         pull = (self.b_gate * dead_latents_F).sum()
-        return gate_reconstruction + self.dead_latent_aux_coefficient * auxk - self.dead_gate_pull * pull
+        loss = gate_reconstruction + self.dead_latent_aux_coefficient * auxk - self.dead_gate_pull * pull
+        target_l0 = self.sparsity.target_l0
+        if self.per_token_weight and target_l0 is not None:
+            loss = loss + self.per_token_weight * self.per_token_topk_error(x_BD, out, max(1, round(target_l0)))
+        return loss
+
+    def init_kwargs(self) -> dict[str, Any]:
+        return super().init_kwargs() | {"per_token_weight": self.per_token_weight}

@@ -3,6 +3,7 @@
 import torch
 
 from sae_sweeps.saes.gated import GatedSAE
+from sae_sweeps.saes.sparsity import CoefficientController
 from sae_sweeps.saes.topk import auxk_loss
 
 
@@ -80,3 +81,46 @@ def test_dead_latents_add_auxk_and_a_pull_that_opens_their_gates():
     sae.auxiliary_loss(x, out, dead).backward()
     # the pull alone reaches a shut gate's bias: it rises by ~lr per Adam step until the gate opens
     assert torch.allclose(sae.b_gate.grad[:4], torch.full((4,), -sae.dead_gate_pull))
+
+
+def _with_target(sae: GatedSAE, target_l0: float) -> GatedSAE:
+    # the controller a `sparsity.target_l0` run gives a Gated SAE; the per-token term reads its target
+    sae.sparsity = CoefficientController(0.1, target_l0, 0, 10, 0.1, 0.1, 0.9, 5.0)
+    return sae
+
+
+def test_per_token_term_picks_by_the_gate_and_values_by_the_magnitude_path():
+    # Property: the term is weight x ||x - decode(m * ReLU(pi_mag))||^2 with m = 1 on each token's
+    # k largest pi_gate, computed here by hand; it is added only with a target (k = round(target_l0)).
+    sae = _sae()
+    sae.per_token_weight = 2.0
+    x = torch.randn(32, 8)
+    out = sae(x)
+    dead = torch.zeros(16, dtype=torch.bool)
+    without_target = sae.auxiliary_loss(x, out, dead)
+    _with_target(sae, 3.4)
+    centred = x - sae.b_dec
+    pi_gate = centred @ sae.W_enc + sae.b_gate
+    f_mag = torch.relu(centred @ (sae.W_enc * torch.exp(sae.r_mag)) + sae.b_mag)
+    top3 = torch.zeros_like(pi_gate).scatter_(-1, pi_gate.topk(3, dim=-1).indices, 1.0)
+    expected = (x - (top3 * f_mag) @ sae.W_dec - sae.b_dec).pow(2).sum(-1).mean()
+    assert torch.allclose(sae.per_token_topk_error(x, out, 3), expected, rtol=1e-5)
+    assert torch.allclose(sae.auxiliary_loss(x, out, dead), without_target + 2.0 * expected, rtol=1e-5)
+
+
+def test_per_token_term_trains_latents_whose_gate_is_shut():
+    # Property: a latent among a token's k largest pi_gate with its gate shut (pi_gate < 0) gets no
+    # gradient from the gated code, but the per-token term trains its decoder row and, through the
+    # magnitude path, its encoder column.
+    sae = _sae()
+    with torch.no_grad():
+        sae.b_gate.fill_(-100.0)  # every gate shut: the code is all zeros
+        sae.b_mag.fill_(1.0)  # magnitudes positive
+    x = torch.randn(4, 8)
+    out = sae(x)
+    assert int((out.latents_BF != 0).sum()) == 0
+    chosen = out.pre_acts_BF.topk(2, dim=-1).indices.unique()
+    sae.per_token_topk_error(x, out, 2).backward()
+    assert (sae.W_dec.grad[chosen].abs().sum(dim=-1) > 0).all()
+    assert (sae.W_enc.grad[:, chosen].abs().sum(dim=0) > 0).all()
+    assert torch.allclose(sae.b_gate.grad, torch.zeros(16), atol=1e-6)  # the gate bias is the pull's to move
