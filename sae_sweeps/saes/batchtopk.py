@@ -43,8 +43,10 @@ class BatchTopKSAE(TopKSAE):
     main term keeps the batch budget (and its threshold) calibrated across tokens. On synthetic data
     with known features (docs/results.md#synthetic-recovery) BatchTopK alone found 57% of them,
     continued from a trained TopK SAE it kept 88%: its obstacle is exploration, not its objective.
-    Weight 3 of {1, 3, 8} (81 / 86 / 88% found, FVU 0.118 / 0.120 / 0.124: more weight makes it
-    more TopK-like); on the default model at T = 32 it also lowered the CE increase (0.94 -> 0.76). Training a first part of the run per token
+    The weight is set per preset (batchtopk: 16, matryoshka: its yaml): on that benchmark 1 / 3 / 8 /
+    16 found 81 / 86 / 88 / 91% (FVU 0.118 / 0.120 / 0.124 / 0.127: more weight makes it more
+    TopK-like); on the default model at T = 32 the CE increase fell from 0.94 without the term to
+    0.76 at 3 and 0.73 at 8 and 16 (the main term still sets the batch threshold). Training a first part of the run per token
     instead reached 90% but broke 97-step runs (the batch budget must then recalibrate across
     tokens after the switch). It costs one more decode per step.
 
