@@ -43,15 +43,30 @@ def auxk_loss(
     return min(n_dead / aux_k, 1.0) * error / total_variance
 
 
+def keep_top_k_by_direction(projections_BF: Tensor, W_enc_DF: Tensor, values_BF: Tensor, k: int) -> Tensor:
+    """`values`, ReLU'd, at each token's k latents with the largest projection / ||W_enc[:, i]||
+    (how well the encoder direction matches the token, whatever the column's length); zero elsewhere.
+    Why: a penalty or a threshold shortens the encoder columns (and lowers the biases) of weak
+    latents, so ranking by the pre-activations keeps passing them over (docs/results.md#synthetic-recovery)."""
+    with torch.no_grad():
+        chosen_BK = (projections_BF / W_enc_DF.norm(dim=0).clamp_min(1e-12)).topk(k, dim=-1, sorted=False).indices
+    return torch.zeros_like(values_BF).scatter(-1, chosen_BK, torch.relu(values_BF.gather(-1, chosen_BK)))
+
+
+def code_error(sae: SparseAutoencoder, x_BD: Tensor, out: SAEOutput, code_BF: Tensor) -> Tensor:
+    """Per-token mean ||x - decode(code)||^2 (a skip transcoder's linear part included)."""
+    reconstruction_BD = sae.decode(code_BF)
+    if out.skip_BD is not None:
+        reconstruction_BD = reconstruction_BD + out.skip_BD
+    return (x_BD - reconstruction_BD).pow(2).sum(dim=-1).mean()
+
+
 def per_token_topk_error(sae: SparseAutoencoder, x_BD: Tensor, out: SAEOutput, k: int) -> Tensor:
     """Per-token mean ||x - decode(TopK_k(z))||^2: the error of `sae`'s dictionary used as a TopK SAE
     (Gao et al. 2024's loss; a skip transcoder's linear part included). An auxiliary term for
     thresholded architectures, whose latents learn only from activations above their threshold:
     it trains each token's k largest pre-activations, weak latents on quiet tokens included."""
-    reconstruction_BD = sae.decode(keep_top_k(out.pre_acts_BF, k))
-    if out.skip_BD is not None:
-        reconstruction_BD = reconstruction_BD + out.skip_BD
-    return (x_BD - reconstruction_BD).pow(2).sum(dim=-1).mean()
+    return code_error(sae, x_BD, out, keep_top_k(out.pre_acts_BF, k))
 
 
 class TopKSAE(SparseAutoencoder):

@@ -4,7 +4,6 @@ import torch
 
 from sae_sweeps.saes.relu import ReLUSAE
 from sae_sweeps.saes.sparsity import CoefficientController
-from sae_sweeps.saes.topk import TopKSAE
 
 
 def _sae(per_token_weight: float = 0.0, target_l0: float | None = None) -> ReLUSAE:
@@ -13,25 +12,41 @@ def _sae(per_token_weight: float = 0.0, target_l0: float | None = None) -> ReLUS
     with torch.no_grad():
         sae.b_enc.copy_(-torch.rand(16))  # an L1-trained SAE's negative biases
         sae.b_dec.copy_(0.1 * torch.randn(8))
+        sae.W_enc.mul_(torch.rand(16) + 0.1)  # and its encoder columns of unequal lengths
     if target_l0 is not None:  # the controller a `sparsity.target_l0` run gives it
         sae.sparsity = CoefficientController(0.1, target_l0, 0, 10, 0.1, 0.1, 0.9, 5.0)
     return sae
 
 
-def test_per_token_term_is_a_bias_free_topk_sae_error_of_the_same_dictionary():
-    # Property: the term is weight x the error of a TopK SAE (k = round(target_l0)) with these W_enc,
-    # W_dec, b_dec and b_enc = 0, while the code stays ReLU(pre).
+def test_per_token_term_ranks_by_encoder_direction_and_decodes_the_projections():
+    # Property, by hand: p = (x - b_dec) W_enc; keep, per token, p at the k = round(target_l0) largest
+    # p_i / ||W_enc[:, i]||, ReLU'd; the term is weight x ||x - (c W_dec + b_dec)||^2. The code stays ReLU(pre).
     sae = _sae(per_token_weight=2.0, target_l0=3.4)
-    topk = TopKSAE(d_in=8, d_sae=16, k=3)
-    topk.load_state_dict({k: v for k, v in sae.state_dict().items() if k != "b_enc"}, strict=False)
-    with torch.no_grad():
-        topk.b_enc.zero_()
     x = torch.randn(32, 8)
     out = sae(x)
     assert torch.equal(out.latents_BF, torch.relu(sae.pre_activations(x)))
-    topk_error = (x - topk(x).reconstruction_BD).pow(2).sum(-1).mean()
+    p = (x - sae.b_dec) @ sae.W_enc
+    chosen = (p / sae.W_enc.norm(dim=0)).topk(3, dim=-1).indices
+    code = torch.zeros_like(p).scatter(-1, chosen, torch.relu(p.gather(-1, chosen)))
+    expected = (x - code @ sae.W_dec - sae.b_dec).pow(2).sum(-1).mean()
     dead = torch.zeros(16, dtype=torch.bool)
-    assert torch.allclose(sae.auxiliary_loss(x, out, dead), 2.0 * topk_error, rtol=1e-5)
+    assert torch.allclose(sae.auxiliary_loss(x, out, dead), 2.0 * expected, rtol=1e-5)
+
+
+def test_a_shrunk_encoder_column_still_ranks_by_its_direction():
+    # Property: the L1 price shortens a weak latent's encoder column; the term still picks the latent
+    # whose direction matches the token, not the one with the longer column.
+    sae = _sae(per_token_weight=1.0, target_l0=1)
+    x = torch.zeros(1, 8)
+    x[0, 0] = 1.0
+    with torch.no_grad():
+        sae.b_dec.zero_()
+        sae.W_enc.zero_()
+        sae.W_enc[0, 0] = 0.05  # aligned with x, short
+        sae.W_enc[:2, 1] = torch.tensor([1.0, 1.0])  # 45 degrees off, long: the larger projection
+    out = sae(x)
+    sae.auxiliary_loss(x, out, torch.zeros(16, dtype=torch.bool)).backward()
+    assert sae.W_dec.grad[0].abs().sum() > 0 and sae.W_dec.grad[1].abs().sum() == 0
 
 
 def test_no_term_without_a_target_or_weight():
@@ -43,16 +58,19 @@ def test_no_term_without_a_target_or_weight():
 
 def test_per_token_term_trains_latents_the_l1_price_has_silenced():
     # Property: a latent whose bias keeps ReLU(pre) at 0 on every token gets no gradient from the
-    # reconstruction, but when its direction is among a token's k best projections the term trains
-    # its decoder row and encoder column; its bias is left to the L1 term.
+    # reconstruction, but when its direction is among a token's k best the term trains its decoder
+    # row and encoder column; its bias is left to the L1 term.
     sae = _sae(per_token_weight=1.0, target_l0=2)
     with torch.no_grad():
         sae.b_enc.fill_(-100.0)
     x = torch.randn(4, 8)
     out = sae(x)
     assert int((out.latents_BF != 0).sum()) == 0
-    chosen = (out.pre_acts_BF - sae.b_enc).topk(2, dim=-1).indices.unique()
+    p = (x - sae.b_dec) @ sae.W_enc
+    chosen_BK = (p / sae.W_enc.norm(dim=0)).topk(2, dim=-1).indices
+    positive = chosen_BK[p.gather(-1, chosen_BK) > 0].unique()  # ReLU'd: a negative projection gives nothing
     sae.auxiliary_loss(x, out, torch.zeros(16, dtype=torch.bool)).backward()
-    assert (sae.W_dec.grad[chosen].abs().sum(dim=-1) > 0).all()
-    assert (sae.W_enc.grad[:, chosen].abs().sum(dim=0) > 0).all()
+    assert len(positive) > 0
+    assert (sae.W_dec.grad[positive].abs().sum(dim=-1) > 0).all()
+    assert (sae.W_enc.grad[:, positive].abs().sum(dim=0) > 0).all()
     assert torch.allclose(sae.b_enc.grad, torch.zeros(16), atol=1e-6)
