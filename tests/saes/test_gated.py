@@ -89,9 +89,10 @@ def _with_target(sae: GatedSAE, target_l0: float) -> GatedSAE:
     return sae
 
 
-def test_per_token_term_picks_by_the_gate_and_values_by_the_magnitude_path():
+def test_per_token_term_ranks_by_gate_direction_and_values_by_the_magnitude_path():
     # Property: the term is weight x ||x - decode(m * ReLU(pi_mag))||^2 with m = 1 on each token's
-    # k largest pi_gate, computed here by hand; it is added only with a target (k = round(target_l0)).
+    # k largest (pi_gate - b_gate)_i / ||W_enc[:, i]||, computed here by hand; it is added only with
+    # a target (k = round(target_l0)).
     sae = _sae()
     sae.per_token_weight = 2.0
     x = torch.randn(32, 8)
@@ -100,18 +101,19 @@ def test_per_token_term_picks_by_the_gate_and_values_by_the_magnitude_path():
     without_target = sae.auxiliary_loss(x, out, dead)
     _with_target(sae, 3.4)
     centred = x - sae.b_dec
-    pi_gate = centred @ sae.W_enc + sae.b_gate
+    projections = centred @ sae.W_enc
     f_mag = torch.relu(centred @ (sae.W_enc * torch.exp(sae.r_mag)) + sae.b_mag)
-    top3 = torch.zeros_like(pi_gate).scatter_(-1, pi_gate.topk(3, dim=-1).indices, 1.0)
+    chosen = (projections / sae.W_enc.norm(dim=0)).topk(3, dim=-1).indices
+    top3 = torch.zeros_like(projections).scatter_(-1, chosen, 1.0)
     expected = (x - (top3 * f_mag) @ sae.W_dec - sae.b_dec).pow(2).sum(-1).mean()
     assert torch.allclose(sae.per_token_topk_error(x, out, 3), expected, rtol=1e-5)
     assert torch.allclose(sae.auxiliary_loss(x, out, dead), without_target + 2.0 * expected, rtol=1e-5)
 
 
 def test_per_token_term_trains_latents_whose_gate_is_shut():
-    # Property: a latent among a token's k largest pi_gate with its gate shut (pi_gate < 0) gets no
-    # gradient from the gated code, but the per-token term trains its decoder row and, through the
-    # magnitude path, its encoder column.
+    # Property: a latent among a token's k best-matching directions with its gate shut (pi_gate < 0)
+    # gets no gradient from the gated code, but the per-token term trains its decoder row and,
+    # through the magnitude path, its encoder column; the gate bias is left to the pull.
     sae = _sae()
     with torch.no_grad():
         sae.b_gate.fill_(-100.0)  # every gate shut: the code is all zeros
@@ -119,8 +121,9 @@ def test_per_token_term_trains_latents_whose_gate_is_shut():
     x = torch.randn(4, 8)
     out = sae(x)
     assert int((out.latents_BF != 0).sum()) == 0
-    chosen = out.pre_acts_BF.topk(2, dim=-1).indices.unique()
+    projections = (x - sae.b_dec) @ sae.W_enc
+    chosen = (projections / sae.W_enc.norm(dim=0)).topk(2, dim=-1).indices.unique()
     sae.per_token_topk_error(x, out, 2).backward()
     assert (sae.W_dec.grad[chosen].abs().sum(dim=-1) > 0).all()
     assert (sae.W_enc.grad[:, chosen].abs().sum(dim=0) > 0).all()
-    assert torch.allclose(sae.b_gate.grad, torch.zeros(16), atol=1e-6)  # the gate bias is the pull's to move
+    assert torch.allclose(sae.b_gate.grad, torch.zeros(16), atol=1e-6)
