@@ -97,8 +97,12 @@ class BatchTopKSAE(TopKSAE):
         """AuxK, the pull on dead latents' biases (`dead_bias_pull`) and the per-token term."""
         loss = super().auxiliary_loss(x_BD, out, dead_latents_F) - self.dead_bias_pull * (self.b_enc * dead_latents_F).sum()
         if self.per_token_weight:
-            loss = loss + self.per_token_weight * per_token_topk_error(self, x_BD, out, self.k)
+            loss = loss + self.per_token_weight * self.per_token_error(x_BD, out)
         return loss
+
+    def per_token_error(self, x_BD: Tensor, out: SAEOutput) -> Tensor:
+        """The term `per_token_weight` multiplies: this dictionary's error as a TopK SAE."""
+        return per_token_topk_error(self, x_BD, out, self.k)
 
     @torch.no_grad()
     def _update_threshold(self, latents_BF: Tensor) -> None:

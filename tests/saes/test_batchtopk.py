@@ -122,7 +122,7 @@ def test_dead_latents_whose_pre_activations_are_all_negative_still_get_their_bia
     assert torch.equal(sae.b_enc.grad[8:], torch.zeros(56))  # alive latents: no pull, no AuxK
 
 
-@pytest.mark.parametrize("cls", [BatchTopKSAE, MatryoshkaSAE])
+@pytest.mark.parametrize("cls", [BatchTopKSAE])
 def test_per_token_term_is_the_weighted_topk_reconstruction_of_the_same_dictionary(cls):
     # The term the per-token weight multiplies is exactly a TopK SAE's reconstruction error with
     # these weights, while the code the SAE returns stays the batch budget's.
@@ -137,6 +137,28 @@ def test_per_token_term_is_the_weighted_topk_reconstruction_of_the_same_dictiona
     assert torch.allclose(per_token_topk_error(with_term, x, out, 5), topk_error, rtol=1e-5)
     assert torch.allclose(
         with_term.auxiliary_loss(x, out, dead), without.auxiliary_loss(x, out, dead) + 3.0 * topk_error, rtol=1e-5
+    )
+
+
+def test_matryoshka_per_token_term_ranks_by_encoder_direction():
+    # Property, by hand: Matryoshka's term keeps z, ReLU'd, at each token's k largest
+    # (z - b_enc)_i / ||W_enc[:, i]|| (not the k largest z), times the weight; the code stays the batch budget's.
+    with_term, without = _sae(MatryoshkaSAE, per_token_weight=3.0), _sae(MatryoshkaSAE)
+    with torch.no_grad():
+        lengths = torch.rand(64) + 0.2  # unequal column lengths: the two rankings differ
+        with_term.W_enc.mul_(lengths)
+        without.W_enc.mul_(lengths)
+    x = torch.randn(32, 16)
+    dead = torch.zeros(64, dtype=torch.bool)
+    out = with_term(x)
+    assert torch.equal(out.latents_BF, without(x).latents_BF)
+    z = with_term.pre_activations(x)
+    chosen = ((z - with_term.b_enc) / with_term.W_enc.norm(dim=0)).topk(5, dim=-1).indices
+    assert not torch.equal(chosen.sort().values, z.topk(5, dim=-1).indices.sort().values)
+    code = torch.zeros_like(z).scatter(-1, chosen, torch.relu(z.gather(-1, chosen)))
+    expected = (x - code @ with_term.W_dec - with_term.b_dec).pow(2).sum(-1).mean()
+    assert torch.allclose(
+        with_term.auxiliary_loss(x, out, dead), without.auxiliary_loss(x, out, dead) + 3.0 * expected, rtol=1e-5
     )
 
 
