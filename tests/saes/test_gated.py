@@ -85,7 +85,7 @@ def test_dead_latents_add_auxk_and_a_pull_that_opens_their_gates():
 
 def _with_target(sae: GatedSAE, target_l0: float) -> GatedSAE:
     # the controller a `sparsity.target_l0` run gives a Gated SAE; the per-token term reads its target
-    sae.sparsity = CoefficientController(0.1, target_l0, 0, 10, 0.1, 0.1, 0.9, 5.0)
+    sae.sparsity = CoefficientController(0.1, target_l0, 0, 10, 0.1, 0.1, 0.9, 5.0, 0.0)
     return sae
 
 

@@ -14,7 +14,7 @@ def _sae(per_token_weight: float = 0.0, target_l0: float | None = None) -> ReLUS
         sae.b_dec.copy_(0.1 * torch.randn(8))
         sae.W_enc.mul_(torch.rand(16) + 0.1)  # and its encoder columns of unequal lengths
     if target_l0 is not None:  # the controller a `sparsity.target_l0` run gives it
-        sae.sparsity = CoefficientController(0.1, target_l0, 0, 10, 0.1, 0.1, 0.9, 5.0)
+        sae.sparsity = CoefficientController(0.1, target_l0, 0, 10, 0.1, 0.1, 0.9, 5.0, 0.0)
     return sae
 
 
