@@ -256,7 +256,7 @@ class OurSide:
 
     def __init__(self, tokens: int) -> None:
         from sae_sweeps.data.corpus import Corpus
-        from sae_sweeps.run import build_evaluators, build_loss, load_model
+        from sae_sweeps.run import build_loss, load_model
         from sae_sweeps.run_config import activation_cache_root, clean_pass_root
 
         self.cfg = cfg = compose(tokens)

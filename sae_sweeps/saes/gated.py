@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from sae_sweeps.saes.base import SAEOutput, SparseAutoencoder
-from sae_sweeps.saes.topk import auxk_loss, code_error, keep_top_k_by_direction
+from sae_sweeps.saes.topk import auxk_loss, code_error, keep_top_k_by_direction, target_k
 
 
 class GatedSAE(SparseAutoencoder):
@@ -81,7 +81,7 @@ class GatedSAE(SparseAutoencoder):
         loss = gate_reconstruction + self.dead_latent_aux_coefficient * auxk - self.dead_gate_pull * pull
         target_l0 = self.sparsity.target_l0
         if self.per_token_weight and target_l0 is not None:
-            loss = loss + self.per_token_weight * self.per_token_topk_error(x_BD, out, max(1, round(target_l0)))
+            loss = loss + self.per_token_weight * self.per_token_topk_error(x_BD, out, target_k(target_l0))
         return loss
 
     def init_kwargs(self) -> dict[str, Any]:

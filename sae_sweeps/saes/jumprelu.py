@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from sae_sweeps.saes.base import SAEOutput, SparseAutoencoder, check_target_l0
 from sae_sweeps.saes.sparsity import FixedCoefficient, Sparsity, TargetPenalty
-from sae_sweeps.saes.topk import auxk_loss, per_token_topk_error
+from sae_sweeps.saes.topk import auxk_loss, per_token_topk_error, target_k
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -190,7 +190,7 @@ class JumpReLUSAE(SparseAutoencoder):
         if self.dead_threshold_pull:
             loss = loss + self.dead_threshold_pull * (self.threshold * dead_latents_F).sum()
         if self.per_token_weight and self.target_l0 is not None:
-            loss = loss + self.per_token_weight * per_token_topk_error(self, x_BD, out, max(1, round(self.target_l0)))
+            loss = loss + self.per_token_weight * per_token_topk_error(self, x_BD, out, target_k(self.target_l0))
         return loss
 
     def learning_rate_scales(self) -> dict[str, float]:

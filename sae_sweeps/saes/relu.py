@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from sae_sweeps.saes.base import SAEOutput, SparseAutoencoder
-from sae_sweeps.saes.topk import code_error, keep_top_k_by_direction
+from sae_sweeps.saes.topk import code_error, keep_top_k_by_direction, target_k
 
 
 class ReLUSAE(SparseAutoencoder):
@@ -49,7 +49,7 @@ class ReLUSAE(SparseAutoencoder):
         target_l0 = self.sparsity.target_l0
         if not self.per_token_weight or target_l0 is None:
             return out.latents_BF.new_zeros(())
-        return self.per_token_weight * self.per_token_topk_error(x_BD, out, max(1, round(target_l0)))
+        return self.per_token_weight * self.per_token_topk_error(x_BD, out, target_k(target_l0))
 
     def init_kwargs(self) -> dict[str, Any]:
         return super().init_kwargs() | {"per_token_weight": self.per_token_weight}

@@ -43,6 +43,11 @@ def auxk_loss(
     return min(n_dead / aux_k, 1.0) * error / total_variance
 
 
+def target_k(target_l0: float) -> int:
+    """The k of a per-token TopK term that aims at a target L0: its rounding, at least 1."""
+    return max(1, round(target_l0))
+
+
 def keep_top_k_by_direction(projections_BF: Tensor, W_enc_DF: Tensor, values_BF: Tensor, k: int) -> Tensor:
     """`values`, ReLU'd, at each token's k latents with the largest projection / ||W_enc[:, i]||
     (how well the encoder direction matches the token, whatever the column's length); zero elsewhere.
