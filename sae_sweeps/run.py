@@ -54,7 +54,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     n_steps = loss.steps_for_budget(data, cfg.train.tokens, cfg.train.batch_size)
     schedule = build_schedule(cfg, n_steps)
     sae, scales = build_sae(cfg, model, hook, data, schedule)
-    sae.sparsity.start_at_fidelity_scale(lambda: loss.fidelity_scale(sae, data, cfg.train.batch_size, *scales))
+    fidelity_scale = loss.fidelity_scale(sae, data, cfg.train.batch_size, *scales)
+    loss.auxiliary_weight = fidelity_scale  # the architecture's recipe keeps the balance it was tuned for
+    sae.sparsity.start_at_fidelity_scale(fidelity_scale)
     evaluator, periodic = build_evaluators(cfg, model, hook, data)
     prober = build_sparse_prober(cfg, hook.read_point, data)  # probes what the SAE reads
     module = build_module(cfg, sae, loss, scales, schedule)

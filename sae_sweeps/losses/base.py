@@ -45,6 +45,9 @@ class SAELoss(ABC):
 
     phase: ClassVar[Phase]
     """The kind of every step of this loss (a loss that changes objective during training overrides `phase_of`)."""
+    auxiliary_weight: float = 1.0
+    """What the architecture's auxiliary terms are multiplied by: the loss's `fidelity_scale`, set before training
+    (the terms were tuned against the local reconstruction error; docs/method.md#e2e)."""
 
     @classmethod
     def check_config(cls, cfg: DictConfig) -> None:
@@ -103,12 +106,13 @@ def architecture_terms(
     out: SAEOutput,
     sparsity_coefficient: float,
     dead_latents_F: Tensor,
+    auxiliary_weight: float,
 ) -> dict[str, Tensor]:
     """The architecture's own terms, which every loss adds to its fidelity term (`target_ND`: what the SAE
     reconstructs, scaled: its input, or a transcoder's output)."""
     return {
         "sparsity": sparsity_coefficient * sae.sparsity_loss(out),
-        "auxiliary": sae.auxiliary_loss(target_ND, out, dead_latents_F),
+        "auxiliary": auxiliary_weight * sae.auxiliary_loss(target_ND, out, dead_latents_F),
     }
 
 

@@ -99,7 +99,7 @@ class E2ELoss(SAELoss):
         output_scale: float | None = None,
     ) -> LossOutput:
         terms, splice = self.fidelity_terms(sae, batch, input_scale, output_scale)
-        terms |= architecture_terms(sae, splice.target_ND, splice.output, sparsity_coefficient, dead_latents_F)
+        terms |= architecture_terms(sae, splice.target_ND, splice.output, sparsity_coefficient, dead_latents_F, self.auxiliary_weight)
         return combine(terms, splice.output)
 
     def fidelity_terms(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -39,8 +38,8 @@ class Sparsity(ABC):
     def observe(self, l0: Tensor, step: int) -> None:
         """Take the L0 (mean over all ranks) of the batch trained at optimiser step `step`."""
 
-    def start_at_fidelity_scale(self, measure_scale: Callable[[], float]) -> None:
-        """Before training: `measure_scale()` is the run's fidelity term over the local reconstruction error
+    def start_at_fidelity_scale(self, fidelity_scale: float) -> None:
+        """Before training: `fidelity_scale` is the run's fidelity term over the local reconstruction error
         at initialisation (1 for the local loss). A setting that aims at a target and searches for its
         coefficient starts that search scaled by it; a coefficient the user gave stays as given."""
 
@@ -143,11 +142,11 @@ class CoefficientController(Sparsity):
     def setting(self) -> tuple[str, float]:
         return "target_l0", self.target_l0
 
-    def start_at_fidelity_scale(self, measure_scale: Callable[[], float]) -> None:
+    def start_at_fidelity_scale(self, fidelity_scale: float) -> None:
         # `sparsity.coefficient` is a local-loss weight: an e2e loss's KL is another size (on SmolLM2 ~10x the
         # normalised MSE at initialisation, on a random tiny LM ~0.02x), and a search that starts 10-100x
         # off cannot land within the steps it has.
-        self.integral = self.integral + math.log(measure_scale())
+        self.integral = self.integral + math.log(fidelity_scale)
         self.log_coefficient = self.integral.clone()
 
     def running_l0(self) -> Tensor:

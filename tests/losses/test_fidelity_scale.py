@@ -1,5 +1,6 @@
-"""Where a target-L0 controller starts under a loss whose fidelity is not the local MSE: its starting coefficient
-(a local-loss weight) is scaled by the loss's fidelity over the local reconstruction error at initialisation."""
+"""A loss whose fidelity is not the local MSE weighs the architecture's recipe by its fidelity scale (its fidelity
+over the local reconstruction error at initialisation): a target-L0 controller's starting coefficient (a local-loss
+weight) and the architecture's auxiliary terms are multiplied by it; a coefficient the user gave is not."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from sae_sweeps.losses.e2e import E2EDownstreamLoss, E2ELoss
 from sae_sweeps.losses.local import LocalLoss
 from sae_sweeps.losses.local_then_e2e import LocalThenE2ELoss
 from sae_sweeps.models import HookPoint
+from sae_sweeps.saes.gated import GatedSAE
 from sae_sweeps.saes.relu import ReLUSAE
 from sae_sweeps.saes.sparsity import CoefficientController, FixedCoefficient, HardBudget, TargetPenalty
 from sae_sweeps.splicing import SpliceHook
@@ -34,16 +36,34 @@ def controller() -> CoefficientController:
                                  l0_decay=0.9, horizon_steps=5, anti_windup_steps=0)
 
 
-def test_a_controller_starts_scaled_and_a_given_setting_is_never_measured():
+def test_a_controller_starts_scaled_and_a_given_setting_stays_as_given():
     searching = controller()
-    searching.start_at_fidelity_scale(lambda: 12.0)
+    searching.start_at_fidelity_scale(12.0)
     assert float(searching.coefficient()) == pytest.approx(0.6)
+    for given, value in ((FixedCoefficient(0.05), 0.05), (HardBudget(32, 32), 0.0), (TargetPenalty(0.003, 32), 0.003)):
+        given.start_at_fidelity_scale(12.0)
+        assert float(given.coefficient()) == value
 
-    def never() -> float:
-        raise AssertionError("a setting the user gave must not be rescaled (nor cost a forward pass)")
 
-    for given in (FixedCoefficient(0.05), HardBudget(32, 32), TargetPenalty(0.003, 32)):
-        given.start_at_fidelity_scale(never)
+@pytest.mark.parametrize("loss_class", [E2ELoss, E2EDownstreamLoss])
+def test_the_auxiliary_terms_are_weighed_by_the_auxiliary_weight_and_nothing_else_is(small_lm, make_tokens, loss_class):
+    """Gated's auxiliary terms (the gate's own reconstruction, AuxK on dead latents) scale linearly with the weight
+    run.py sets to the fidelity scale; the fidelity and the sparsity term do not move."""
+    torch.manual_seed(0)
+    sae = GatedSAE(16, 64)
+    tokens = make_tokens(small_lm, 4, 12)
+    dead_F = torch.zeros(64, dtype=torch.bool)
+    dead_F[::4] = True
+    loss = loss_class()
+    loss.bind(small_lm, HOOK)
+    with torch.no_grad():
+        unweighted = loss(sae, tokens, SCALE, 0.1, dead_F).terms
+        loss.auxiliary_weight = 7.5
+        weighed = loss(sae, tokens, SCALE, 0.1, dead_F).terms
+    assert float(unweighted["auxiliary"]) > 0
+    assert float(weighed["auxiliary"]) == pytest.approx(7.5 * float(unweighted["auxiliary"]), rel=1e-5)
+    for name in unweighted.keys() - {"auxiliary"}:
+        assert float(weighed[name]) == pytest.approx(float(unweighted[name]), rel=1e-6), name
 
 
 @pytest.mark.parametrize("loss_class", [E2ELoss, E2EDownstreamLoss])
