@@ -47,7 +47,7 @@ class SAELoss(ABC):
     """The kind of every step of this loss (a loss that changes objective during training overrides `phase_of`)."""
     auxiliary_weight: float = 1.0
     """What the architecture's auxiliary terms are multiplied by: the loss's `fidelity_scale`, set before training
-    (the terms were tuned against the local reconstruction error; docs/method.md#e2e)."""
+    (the terms were tuned against the local reconstruction error; docs/method.md#losses)."""
 
     @classmethod
     def check_config(cls, cfg: DictConfig) -> None:
