@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from sae_sweeps.saes.base import SAEOutput, SparseAutoencoder
-from sae_sweeps.saes.topk import auxk_loss, code_error, keep_top_k_by_direction, target_k
+from sae_sweeps.saes.topk import code_error, dead_latent_terms, keep_top_k_by_direction, target_k
 
 
 class GatedSAE(SparseAutoencoder):
@@ -76,9 +76,9 @@ class GatedSAE(SparseAutoencoder):
         if out.skip_BD is not None:  # a skip transcoder's linear part, held fixed like the decoder
             x_hat_gate_BD = x_hat_gate_BD + out.skip_BD.detach()
         gate_reconstruction = (x_BD - x_hat_gate_BD).pow(2).sum(dim=-1).mean()
-        auxk = auxk_loss(x_BD, out, self.W_dec, dead_latents_F, max(1, self.d_in // 2))
-        pull = (self.b_gate * dead_latents_F).sum()
-        loss = gate_reconstruction + self.dead_latent_aux_coefficient * auxk - self.dead_gate_pull * pull
+        loss = gate_reconstruction + dead_latent_terms(
+            self, x_BD, out, dead_latents_F, self.b_gate, self.dead_latent_aux_coefficient, self.dead_gate_pull
+        )
         target_l0 = self.sparsity.target_l0
         if self.per_token_weight and target_l0 is not None:
             loss = loss + self.per_token_weight * self.per_token_topk_error(x_BD, out, target_k(target_l0))

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from sae_sweeps.saes.base import SAEOutput, SparseAutoencoder, check_target_l0
 from sae_sweeps.saes.sparsity import FixedCoefficient, Sparsity, TargetPenalty
-from sae_sweeps.saes.topk import auxk_loss, per_token_topk_error, target_k
+from sae_sweeps.saes.topk import dead_latent_terms, per_token_topk_error, target_k
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -184,11 +184,9 @@ class JumpReLUSAE(SparseAutoencoder):
         latent learns only from activations above its threshold, so weak features are found late or
         never; the term trains each token's k largest pre-activations, as TopK does (on synthetic
         data with known features 76% -> 91% found at weight 3; docs/results.md#synthetic-recovery)."""
-        loss = out.latents_BF.new_zeros(())
-        if self.dead_latent_aux_coefficient:
-            loss = loss + self.dead_latent_aux_coefficient * auxk_loss(x_BD, out, self.W_dec, dead_latents_F, max(1, self.d_in // 2))
-        if self.dead_threshold_pull:
-            loss = loss + self.dead_threshold_pull * (self.threshold * dead_latents_F).sum()
+        loss = dead_latent_terms(
+            self, x_BD, out, dead_latents_F, -self.threshold, self.dead_latent_aux_coefficient, self.dead_threshold_pull
+        )
         if self.per_token_weight and self.target_l0 is not None:
             loss = loss + self.per_token_weight * per_token_topk_error(self, x_BD, out, target_k(self.target_l0))
         return loss

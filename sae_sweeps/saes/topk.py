@@ -43,6 +43,23 @@ def auxk_loss(
     return min(n_dead / aux_k, 1.0) * error / total_variance
 
 
+def dead_latent_terms(
+    sae: SparseAutoencoder, x_BD: Tensor, out: SAEOutput, dead_latents_F: Tensor, opening_F: Tensor,
+    aux_coefficient: float, pull: float,
+) -> Tensor:
+    """aux_coefficient x AuxK on the dead latents (k_aux = d_in / 2) - pull x the sum of their
+    `opening_F`, the parameter whose rise lets a latent fire (an encoder or gate bias; minus a
+    JumpReLU threshold). A dead latent's pre-activations sit below where it fires, so no other term
+    reaches that parameter, AuxK's ReLU'd code included: the pull moves it ~lr per Adam step (its
+    weight hardly matters) until the latent fires again, and AuxK then trains it on the residual."""
+    loss = x_BD.new_zeros(())
+    if aux_coefficient:
+        loss = loss + aux_coefficient * auxk_loss(x_BD, out, sae.W_dec, dead_latents_F, max(1, sae.d_in // 2))
+    if pull:
+        loss = loss - pull * (opening_F * dead_latents_F).sum()
+    return loss
+
+
 def target_k(target_l0: float) -> int:
     """The k of a per-token TopK term that aims at a target L0: its rounding, at least 1."""
     return max(1, round(target_l0))
