@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from sae_sweeps.saes.base import instantiate_sae
+from sae_sweeps.saes.gated import GatedSAE
 from sae_sweeps.saes.relu import ReLUSAE
 from sae_sweeps.saes.sparsity import CoefficientController, FixedCoefficient, HardBudget, TargetPenalty
 from sae_sweeps.summary import CHOICE_KEYS, METRIC_KEYS
@@ -112,6 +113,18 @@ def test_the_loss_sets_how_long_the_controller_holds_its_integral(loss, anti_win
     held under the KL-driven losses, never under the local loss."""
     cfg = compose_config(["sae_arch=relu", f"loss={loss}", "sparsity.target_l0=16"])
     assert ReLUSAE.sparsity_for(cfg.sparsity, total_steps=200, warmup_steps=10).anti_windup_steps == anti_windup_steps
+
+
+@pytest.mark.parametrize("arch, horizon_steps", [("relu", 10), ("gated", 5)])
+def test_the_architecture_sets_how_far_ahead_the_controller_looks(arch, horizon_steps):
+    """Property: the horizon comes from the architecture (how far its L0 keeps falling once c eases off:
+    ReLU's switched-off latents come back slowly), under every loss, and an explicit setting wins."""
+    sae_class = {"relu": ReLUSAE, "gated": GatedSAE}[arch]
+    for loss in ("local", "e2e"):
+        cfg = compose_config([f"sae_arch={arch}", f"loss={loss}", "sparsity.target_l0=16"])
+        assert sae_class.sparsity_for(cfg.sparsity, total_steps=200, warmup_steps=10).horizon_steps == horizon_steps
+    cfg = compose_config([f"sae_arch={arch}", "sparsity.target_l0=16", "sparsity.controller.horizon_steps=3"])
+    assert sae_class.sparsity_for(cfg.sparsity, total_steps=200, warmup_steps=10).horizon_steps == 3
 
 
 def test_controller_step_is_bounded_however_far_l0_is_from_target():
