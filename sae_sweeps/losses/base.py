@@ -107,13 +107,20 @@ def architecture_terms(
     sparsity_coefficient: float,
     dead_latents_F: Tensor,
     auxiliary_weight: float,
+    local_share: float,
 ) -> dict[str, Tensor]:
     """The architecture's own terms, which every loss adds to its fidelity term (`target_ND`: what the SAE
-    reconstructs, scaled: its input, or a transcoder's output)."""
-    return {
+    reconstructs, scaled: its input, or a transcoder's output). `local_share` is the weight the loss's
+    fidelity term already gives the local reconstruction error (local: 1, e2e: 0); an architecture that
+    needs more of it (`SparseAutoencoder.local_reconstruction_weight`) gets the rest as its own term."""
+    terms = {
         "sparsity": sparsity_coefficient * sae.sparsity_loss(out),
         "auxiliary": auxiliary_weight * sae.auxiliary_loss(target_ND, out, dead_latents_F),
     }
+    missing = sae.local_reconstruction_weight - local_share
+    if missing > 0:
+        terms["local_reconstruction"] = auxiliary_weight * missing * reconstruction_error(target_ND, out.reconstruction_BD)
+    return terms
 
 
 def input_and_target(sae: SparseAutoencoder, rows_ND: Tensor) -> tuple[Tensor, Tensor]:

@@ -45,5 +45,5 @@ class LocalLoss(SAELoss):
         target_ND = x_ND if not sae.is_transcoder else target_ND * (input_scale if output_scale is None else output_scale)
         out = sae(x_ND)
         terms = {"reconstruction": reconstruction_error(target_ND, out.reconstruction_BD)}
-        terms |= architecture_terms(sae, target_ND, out, sparsity_coefficient, dead_latents_F, self.auxiliary_weight)
+        terms |= architecture_terms(sae, target_ND, out, sparsity_coefficient, dead_latents_F, self.auxiliary_weight, local_share=1.0)
         return combine(terms, out)

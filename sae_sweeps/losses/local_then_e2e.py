@@ -115,7 +115,9 @@ class LocalThenE2ELoss(SAELoss):
             self.balance = float(mse.detach() / e2e.detach().clamp_min(torch.finfo(e2e.dtype).tiny))
         terms = {"reconstruction": (1 - self.kl_weight) * mse}
         terms |= {name: self.kl_weight * self.balance * term for name, term in e2e_terms.items()}
-        terms |= architecture_terms(sae, splice.target_ND, splice.output, sparsity_coefficient, dead_latents_F, self.auxiliary_weight)
+        terms |= architecture_terms(
+            sae, splice.target_ND, splice.output, sparsity_coefficient, dead_latents_F, self.auxiliary_weight, local_share=1 - self.kl_weight
+        )
         return combine(terms, splice.output)
 
     def state_dict(self) -> dict[str, Any]:

@@ -69,6 +69,10 @@ class SparseAutoencoder(nn.Module, ABC):
     """Adam betas the architecture's paper recommends; `train.adam_betas` overrides them."""
     activation_unit_params: ClassVar[tuple[str, ...]] = ("b_enc", "b_dec")
     """Parameters measured in units of the input; they are divided by the input scale when it is folded."""
+    local_reconstruction_weight: ClassVar[float] = 0.0
+    """The weight of the local reconstruction error of its own forward pass that the architecture needs in
+    every objective; a loss whose fidelity term gives it less (e2e: none) adds the rest, times its
+    `auxiliary_weight` (losses/base.py `architecture_terms`). 0: the fidelity term alone trains it."""
 
     def __init__(self, d_in: int, d_sae: int, d_out: int | None = None, skip: bool = False) -> None:
         """An SAE over d_in-dimensional activations; with `d_out` a transcoder predicting d_out-dimensional

@@ -58,6 +58,13 @@ class BatchTopKSAE(TopKSAE):
     architecture: ClassVar[str] = "batchtopk"
     saelens_architecture: ClassVar[str] = "jumprelu"  # its saved (inference) form
     activation_unit_params: ClassVar[tuple[str, ...]] = ("b_enc", "b_dec", "threshold")
+    local_reconstruction_weight: ClassVar[float] = 1.0
+    """The batch budget is shared by the batch's tokens, and only the local error of the batch selection
+    says which tokens need its slots. Under e2e alone the budget drained to the 2.3% of tokens with
+    norms > 300 (attention-sink-like, whose reconstruction the next layers' normalisation makes cheap
+    to get wrong): at T = 32 on the default model they held 1357 latents each, the other tokens 1.4,
+    FVU 25.6 (docs/results.md#batchtopk-under-e2e). With weight 1 every loss keeps the local
+    recipe's balance between the batch term and the per-token and auxiliary terms."""
     dead_bias_pull: ClassVar[float] = 1e-3
     """Weight of minus the sum of the dead latents' encoder biases in the auxiliary loss. A dead
     latent's pre-activations stay below the batch's cut-off, and mostly below zero, where AuxK's
