@@ -40,8 +40,9 @@ class MatryoshkaSAE(BatchTopKSAE):
     """BatchTopK whose dictionary prefixes f[:, :m] (m in `prefix_sizes`, the last = d_sae) each
     add ||x - decode(f[:, :m])||^2 to the loss, all with weight 1.
 
-    The full-dictionary term is the loss's own reconstruction term; `auxiliary_loss` adds the
-    proper prefixes' terms and AuxK. Inference and export are BatchTopK's (a JumpReLU SAE).
+    The full-dictionary term is the local loss's own reconstruction term (under e2e, the local term
+    every loss keeps for a batch budget: BatchTopK's `local_reconstruction_weight`); `auxiliary_loss`
+    adds the proper prefixes' terms and AuxK. Inference and export are BatchTopK's (a JumpReLU SAE).
     """
 
     architecture: ClassVar[str] = "matryoshka"
