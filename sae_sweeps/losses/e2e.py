@@ -8,7 +8,8 @@
   averaged over ordinary next-token positions, times `kl_coefficient`, plus the architecture's
   sparsity and auxiliary terms (and, for architectures that need it, such as BatchTopK's batch
   budget, the local reconstruction error: `SparseAutoencoder.local_reconstruction_weight`). This
-  is the direction the paper's reference code computes (`F.kl_div(log_softmax(new), log_softmax(orig), log_target=True)` is KL(orig || new), although
+  is the direction the paper's reference code computes
+  (`F.kl_div(log_softmax(new), log_softmax(orig), log_target=True)` is KL(orig || new), although
   its docstring names the reverse) and the one `splicing.kl_divergence` reports.
 - `E2EDownstreamLoss` ("e2e_ds"): e2e plus
 
