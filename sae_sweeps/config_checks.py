@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
+from omegaconf.errors import InterpolationResolutionError
 
 from sae_sweeps.cli_help import unknown_key_message, unknown_option_message
 from sae_sweeps.data.text import TextSourceError, check_text_source
@@ -33,6 +34,14 @@ WANDB_MODES = ("online", "offline", "disabled", "shared")
 
 
 def check_config(cfg: DictConfig) -> None:
+    try:
+        _check_settings(cfg)
+    except InterpolationResolutionError as err:
+        # A setting an interpolation computes (conf/sparsity's `${by_loss:...}`) fails where it resolves.
+        raise ConfigError(str(err).splitlines()[0].split("while resolving interpolation: ")[-1]) from None
+
+
+def _check_settings(cfg: DictConfig) -> None:
     for key in ("resume", "start_over"):
         _require(isinstance(cfg.get(key, False), bool), key, cfg.get(key), "must be true or false")
     hook = _check_hook(cfg)
