@@ -1,6 +1,6 @@
 """Interpolations our configs use beyond OmegaConf's own (`${gpus_per_node:...}` in the SLURM launcher
-preset, `${by_loss:...}` in conf/sparsity). Registered on `import sae_sweeps`, so that every process that reads a config resolves
-them, SLURM jobs that unpickle a task without running launch.py included."""
+preset, `${by_loss:...}` in conf/sparsity). Registered on `import sae_sweeps`, so that every process
+that reads a config resolves them, SLURM jobs that unpickle a task without running launch.py included."""
 
 from __future__ import annotations
 
