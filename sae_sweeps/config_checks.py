@@ -12,7 +12,7 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
 from sae_sweeps.cli_help import unknown_key_message, unknown_option_message
@@ -35,9 +35,11 @@ WANDB_MODES = ("online", "offline", "disabled", "shared")
 
 def check_config(cfg: DictConfig) -> None:
     try:
+        # Every interpolation resolves now (conf/sparsity's `${by_loss:...}`), also those a run without a
+        # target or with another loss reads only later, when its config is logged.
+        OmegaConf.to_container(cfg, resolve=True)
         _check_settings(cfg)
     except InterpolationResolutionError as err:
-        # A setting an interpolation computes (conf/sparsity's `${by_loss:...}`) fails where it resolves.
         raise ConfigError(str(err).splitlines()[0].split("while resolving interpolation: ")[-1]) from None
 
 

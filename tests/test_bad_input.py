@@ -37,6 +37,7 @@ BAD_INPUTS: dict[str, tuple[list[str], str]] = {
     "controller with no gain": (["sae_arch=relu", "sparsity.target_l0=16", "sparsity.controller.gain=0"], "sparsity.controller.gain=0 must be a number in (0, inf)"),
     "controller looking back in time": (["sae_arch=gated", "sparsity.target_l0=16", "sparsity.controller.horizon_steps=-5"], "sparsity.controller.horizon_steps=-5 must be a number in [0, inf]"),
     "per-loss horizon with no default": (["sae_arch=relu", "sparsity.target_l0=16", "~sae_arch.controller_horizon_steps.default"], "sae_arch.controller_horizon_steps by loss needs a `default` entry for the other losses, got ['e2e', 'e2e_ds']"),
+    "per-loss horizon with no default, no target": (["sae_arch=relu", "~sae_arch.controller_horizon_steps.default"], "sae_arch.controller_horizon_steps by loss needs a `default` entry for the other losses, got ['e2e', 'e2e_ds']"),
     "controller that never adapts": (["sae_arch=gated", "sparsity.target_l0=16", "sparsity.controller.freeze_fraction=1"], "sparsity.controller.freeze_fraction=1 must be a number in (0, 1)"),
     "controller that starts after it freezes": (["sae_arch=relu", "sparsity.target_l0=16", "sparsity.controller.start_fraction=0.9"], "sparsity.controller.start_fraction=0.9 leaves no steps to adapt in before sparsity.controller.freeze_fraction=0.1"),
     "controller starting from no penalty": (["sae_arch=relu", "sparsity.target_l0=16", "sparsity.coefficient=0"], "sparsity.coefficient=0 must be > 0 with sparsity.target_l0 (the controller starts there and scales it)"),
